@@ -1,0 +1,1 @@
+//! migsight agent.

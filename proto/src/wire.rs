@@ -1,0 +1,674 @@
+//! Messages between the CLI, the agent and the predictor.
+//!
+//! See `proto/PROTOCOL.md` for the framing and a client walk-through. Every
+//! request carries [`PROTOCOL_VERSION`] as its first field; a server decodes
+//! that field alone first, so a peer speaking another version gets a typed
+//! [`ErrorKind::UnsupportedVersion`] reply instead of a garbled decode error.
+
+use crate::frame::{self, FrameError};
+use crate::{Algorithm, Feature, FeatureVector, Metric};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Version of the message set below. Bump on any incompatible change.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// QEMU's default downtime limit, used when a request does not give one.
+pub const DEFAULT_DOWNTIME_LIMIT_MS: f64 = 300.0;
+
+/// A request: the protocol version, then what is asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub version: u32,
+    pub body: RequestBody,
+}
+
+impl Request {
+    /// A request of the current protocol version.
+    pub fn new(body: RequestBody) -> Self {
+        Request {
+            version: PROTOCOL_VERSION,
+            body,
+        }
+    }
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RequestBody {
+    /// Liveness and readiness (both daemons).
+    Health,
+    /// Describe the loaded model (predictor).
+    ModelInfo,
+    /// Predict all metrics for all algorithms (predictor).
+    Predict(PredictRequest),
+    /// Predict and rank algorithms under an SLA (predictor).
+    Recommend(RecommendRequest),
+    /// Profile a VM, optionally asking the predictor afterwards (agent).
+    Profile(ProfileRequest),
+}
+
+/// Input of a prediction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictRequest {
+    pub features: FeatureVector,
+    /// Planned migration bandwidth (QEMU `max-bandwidth`), bytes/s.
+    pub bandwidth_bps: f64,
+    /// QEMU `downtime-limit`, ms.
+    pub downtime_limit_ms: f64,
+}
+
+/// Limits the operator must not exceed. `None` means no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Sla {
+    pub max_downtime_ms: Option<f64>,
+    pub max_time_ms: Option<f64>,
+    pub max_data_bytes: Option<f64>,
+    pub min_performance: Option<f64>,
+}
+
+impl Sla {
+    /// Whether every limit is finite and non-negative.
+    pub fn validate(&self) -> Result<(), String> {
+        let fields = [
+            ("max_downtime_ms", self.max_downtime_ms),
+            ("max_time_ms", self.max_time_ms),
+            ("max_data_bytes", self.max_data_bytes),
+            ("min_performance", self.min_performance),
+        ];
+        for (name, v) in fields {
+            if let Some(v) = v {
+                if !v.is_finite() || v < 0.0 {
+                    return Err(format!("SLA limit {name} = {v} must be a finite, non-negative number"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The metric limits as (metric, bound, is_upper_bound).
+    pub fn limits(&self) -> Vec<(Metric, f64, bool)> {
+        let mut v = Vec::new();
+        if let Some(x) = self.max_downtime_ms {
+            v.push((Metric::DT, x, true));
+        }
+        if let Some(x) = self.max_time_ms {
+            v.push((Metric::TT, x, true));
+        }
+        if let Some(x) = self.max_data_bytes {
+            v.push((Metric::TD, x, true));
+        }
+        if let Some(x) = self.min_performance {
+            v.push((Metric::PERF, x, false));
+        }
+        v
+    }
+}
+
+/// What to optimise among algorithms that meet the SLA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// Shortest total migration time.
+    #[default]
+    Time,
+    /// Shortest downtime.
+    Downtime,
+    /// Least data on the wire.
+    Data,
+    /// Highest VM performance during migration.
+    Performance,
+    /// Least extra source CPU.
+    Cpu,
+}
+
+impl Objective {
+    pub const ALL: [Objective; 5] = [
+        Objective::Time,
+        Objective::Downtime,
+        Objective::Data,
+        Objective::Performance,
+        Objective::Cpu,
+    ];
+    pub const fn name(self) -> &'static str {
+        match self {
+            Objective::Time => "time",
+            Objective::Downtime => "downtime",
+            Objective::Data => "data",
+            Objective::Performance => "performance",
+            Objective::Cpu => "cpu",
+        }
+    }
+    /// The metric optimised and whether lower is better.
+    pub const fn metric(self) -> (Metric, bool) {
+        match self {
+            Objective::Time => (Metric::TT, true),
+            Objective::Downtime => (Metric::DT, true),
+            Objective::Data => (Metric::TD, true),
+            Objective::Performance => (Metric::PERF, false),
+            Objective::Cpu => (Metric::CPU, true),
+        }
+    }
+}
+
+impl std::str::FromStr for Objective {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Objective::ALL
+            .into_iter()
+            .find(|o| o.name() == s.trim())
+            .ok_or_else(|| format!("unknown objective {s:?} (expected time, downtime, data, performance or cpu)"))
+    }
+}
+
+/// Input of a recommendation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecommendRequest {
+    pub predict: PredictRequest,
+    pub sla: Sla,
+    pub objective: Objective,
+}
+
+/// How the agent should find a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmRef {
+    /// Path of the VM's QMP Unix socket.
+    QmpSocket(PathBuf),
+    /// PID of the QEMU process.
+    Pid(u32),
+    /// The `-name` given to QEMU (`guest=NAME` or `NAME,...`).
+    Name(String),
+    /// A libvirt domain name (`/run/libvirt/qemu/NAME.pid`); pid-only mode.
+    Libvirt(String),
+    /// A Proxmox VMID (`/var/run/qemu-server/VMID.qmp`).
+    Proxmox(u32),
+}
+
+impl std::fmt::Display for VmRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VmRef::QmpSocket(p) => write!(f, "qmp:{}", p.display()),
+            VmRef::Pid(p) => write!(f, "pid:{p}"),
+            VmRef::Name(n) => write!(f, "name:{n}"),
+            VmRef::Libvirt(n) => write!(f, "libvirt:{n}"),
+            VmRef::Proxmox(id) => write!(f, "proxmox:{id}"),
+        }
+    }
+}
+
+impl std::str::FromStr for VmRef {
+    type Err = String;
+    /// `qmp:PATH`, `pid:N`, `name:NAME`, `libvirt:NAME`, `proxmox:ID`; a bare
+    /// number is a PID, a bare path (containing `/`) a QMP socket, anything
+    /// else a `-name`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("empty VM reference".into());
+        }
+        let num = |v: &str, what: &str| {
+            v.parse::<u32>()
+                .map_err(|_| format!("{what} {v:?} is not a positive integer"))
+        };
+        Ok(match s.split_once(':') {
+            Some(("qmp", p)) => VmRef::QmpSocket(p.into()),
+            Some(("pid", p)) => VmRef::Pid(num(p, "pid")?),
+            Some(("name", n)) => VmRef::Name(n.into()),
+            Some(("libvirt", n)) => VmRef::Libvirt(n.into()),
+            Some(("proxmox", n)) => VmRef::Proxmox(num(n, "Proxmox VMID")?),
+            _ if s.chars().all(|c| c.is_ascii_digit()) => VmRef::Pid(num(s, "pid")?),
+            _ if s.contains('/') => VmRef::QmpSocket(s.into()),
+            _ => VmRef::Name(s.into()),
+        })
+    }
+}
+
+/// What the agent does with the features once profiled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AfterProfile {
+    /// Return the features only.
+    Nothing,
+    /// Also ask the predictor for a prediction.
+    Predict,
+    /// Also ask the predictor for a recommendation.
+    Recommend { sla: Sla, objective: Objective },
+}
+
+/// Profile one VM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileRequest {
+    pub vm: VmRef,
+    /// Profiling window, ms (default 20,000).
+    pub window_ms: u64,
+    /// Sampling interval, ms (default 1,000).
+    pub interval_ms: u64,
+    /// Planned migration bandwidth, bytes/s (becomes `VM_ptr`).
+    pub bandwidth_bps: f64,
+    pub downtime_limit_ms: f64,
+    pub then: AfterProfile,
+}
+
+/// A reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Response {
+    Health(Health),
+    ModelInfo(ModelInfo),
+    Prediction(Prediction),
+    Recommendation(Recommendation),
+    Profile(ProfileReport),
+    Error(ErrorReply),
+}
+
+/// The kind of a failure, for programs; the message is for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    UnsupportedVersion,
+    BadRequest,
+    InvalidFeature,
+    UnknownAlgorithm,
+    NoModel,
+    VmNotFound,
+    NotQemu,
+    PermissionDenied,
+    VmExited,
+    VmPaused,
+    VmMigrating,
+    PredictorUnavailable,
+    Internal,
+}
+
+/// A typed error reply. The connection stays open after one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct ErrorReply {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ErrorReply {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ErrorReply {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Answer to [`RequestBody::Health`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// `agent` or `predictor`.
+    pub service: String,
+    /// migsight version.
+    pub version: String,
+    pub protocol: u32,
+    /// Predictor: whether a model is loaded. Agent: whether the predictor answered.
+    pub ready: bool,
+    pub uptime_s: f64,
+}
+
+/// Per algorithm × metric cross-validation score stored in a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CvScore {
+    pub algorithm: Algorithm,
+    pub metric: Metric,
+    pub n: u64,
+    pub gmre: f64,
+    pub coverage: f64,
+}
+
+/// Answer to [`RequestBody::ModelInfo`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub format_version: u32,
+    pub family: String,
+    pub created_unix: u64,
+    /// Input columns the model uses (CSAP names plus composed features).
+    pub inputs: Vec<String>,
+    /// Rows used per algorithm (CSAP order).
+    pub rows: Vec<u64>,
+    pub data_sha256: String,
+    pub cv: Vec<CvScore>,
+    pub path: String,
+}
+
+/// A predicted value with its 90 % prediction interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    pub value: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+/// All six metrics for one algorithm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlgorithmPrediction {
+    pub algorithm: Algorithm,
+    /// Indexed by [`Metric::index`]: TT, DT, TD, PERF, CPU, MEM.
+    pub metrics: [Interval; 6],
+    /// Probability that the migration converges (completes within the cap).
+    pub p_converge: f64,
+    /// Top feature contributions, in words, most important first.
+    pub explanation: Vec<String>,
+}
+
+impl AlgorithmPrediction {
+    pub fn metric(&self, m: Metric) -> Interval {
+        self.metrics[m.index()]
+    }
+}
+
+/// Answer to [`RequestBody::Predict`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    pub bandwidth_bps: f64,
+    pub downtime_limit_ms: f64,
+    /// One entry per algorithm, in CSAP order.
+    pub algorithms: Vec<AlgorithmPrediction>,
+    /// Features the model wanted but the request lacked.
+    pub missing_features: Vec<Feature>,
+    pub model_family: String,
+}
+
+/// One algorithm in a recommendation's ranking.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankedAlgorithm {
+    pub algorithm: Algorithm,
+    /// Probability the migration converges and meets every SLA limit.
+    pub p_meets_sla: f64,
+    /// Predicted value of the objective metric.
+    pub objective_value: f64,
+}
+
+/// Answer to [`RequestBody::Recommend`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    pub prediction: Prediction,
+    pub sla: Sla,
+    pub objective: Objective,
+    /// Best first.
+    pub ranked: Vec<RankedAlgorithm>,
+    pub recommended: Algorithm,
+    /// Whether the recommended algorithm's point prediction meets every SLA limit.
+    pub meets_sla: bool,
+    /// Why, in a sentence.
+    pub reason: String,
+}
+
+/// A feature the agent could not measure, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MissingFeature {
+    pub feature: Feature,
+    pub reason: String,
+}
+
+/// Standard error of a sampled estimate, in the feature's unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureError {
+    pub feature: Feature,
+    pub std_error: f64,
+}
+
+/// Answer to [`RequestBody::Profile`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileReport {
+    pub pid: u32,
+    pub vm_name: Option<String>,
+    pub window_ms: u64,
+    pub intervals: u32,
+    pub features: FeatureVector,
+    pub errors: Vec<FeatureError>,
+    pub missing: Vec<MissingFeature>,
+    /// QEMU's own `calc-dirty-rate` estimate, MiB/s, when it could be run safely.
+    pub qemu_dirty_rate: Option<f64>,
+    /// Pages sampled per interval.
+    pub sampled_pages: u64,
+    pub prediction: Option<Prediction>,
+    pub recommendation: Option<Recommendation>,
+}
+
+/// Reads the version field alone, then the whole request.
+///
+/// Returns a typed error for another protocol version or malformed bytes.
+pub fn decode_request(payload: &[u8]) -> Result<Request, ErrorReply> {
+    let (version, _) = postcard::take_from_bytes::<u32>(payload)
+        .map_err(|e| ErrorReply::new(ErrorKind::BadRequest, format!("malformed request: {e}")))?;
+    if version != PROTOCOL_VERSION {
+        return Err(ErrorReply::new(
+            ErrorKind::UnsupportedVersion,
+            format!("protocol version {version} is not supported; this server speaks version {PROTOCOL_VERSION}"),
+        ));
+    }
+    frame::decode(payload).map_err(|e: FrameError| {
+        let kind = match &e {
+            FrameError::Decode(_) | FrameError::TrailingBytes(_) => ErrorKind::BadRequest,
+            _ => ErrorKind::Internal,
+        };
+        ErrorReply::new(kind, format!("malformed request: {e}"))
+    })
+}
+
+/// Errors of a client call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {path}: {source}")]
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("server at {0} closed the connection without replying")]
+    Closed(String),
+    #[error("{0}")]
+    Server(ErrorReply),
+}
+
+/// A client connection to an agent or predictor socket; one request at a time.
+pub struct Client {
+    stream: tokio::net::UnixStream,
+    path: String,
+}
+
+impl Client {
+    pub async fn connect(path: impl AsRef<std::path::Path>) -> Result<Client, ClientError> {
+        let path = path.as_ref();
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(Client {
+            stream,
+            path: path.display().to_string(),
+        })
+    }
+
+    /// Sends `body` and waits for the reply; an error reply becomes [`ClientError::Server`].
+    pub async fn call(&mut self, body: RequestBody) -> Result<Response, ClientError> {
+        frame::write_frame(&mut self.stream, &Request::new(body)).await?;
+        let payload = frame::read_frame(&mut self.stream)
+            .await?
+            .ok_or_else(|| ClientError::Closed(self.path.clone()))?;
+        match frame::decode::<Response>(&payload)? {
+            Response::Error(e) => Err(ClientError::Server(e)),
+            r => Ok(r),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn features() -> FeatureVector {
+        FeatureVector::new()
+            .with(Feature::VmSize, 512.0)
+            .with(Feature::VmPdr, 7.8)
+            .with(Feature::VmPtr, 100.0)
+    }
+
+    fn prediction() -> Prediction {
+        let iv = Interval { value: 1.0, lo: 0.5, hi: 2.0 };
+        Prediction {
+            bandwidth_bps: 125e6,
+            downtime_limit_ms: 300.0,
+            algorithms: Algorithm::ALL
+                .map(|algorithm| AlgorithmPrediction {
+                    algorithm,
+                    metrics: [iv; 6],
+                    p_converge: 0.9,
+                    explanation: vec!["dirty rate drives total time".into()],
+                })
+                .to_vec(),
+            missing_features: vec![Feature::VmPmuInstr],
+            model_family: "gbdt".into(),
+        }
+    }
+
+    fn every_request() -> Vec<RequestBody> {
+        let pr = PredictRequest {
+            features: features(),
+            bandwidth_bps: 125e6,
+            downtime_limit_ms: 300.0,
+        };
+        vec![
+            RequestBody::Health,
+            RequestBody::ModelInfo,
+            RequestBody::Predict(pr.clone()),
+            RequestBody::Recommend(RecommendRequest {
+                predict: pr,
+                sla: Sla {
+                    max_downtime_ms: Some(300.0),
+                    ..Sla::default()
+                },
+                objective: Objective::Data,
+            }),
+            RequestBody::Profile(ProfileRequest {
+                vm: VmRef::Libvirt("web1".into()),
+                window_ms: 20_000,
+                interval_ms: 1_000,
+                bandwidth_bps: 1e8,
+                downtime_limit_ms: 300.0,
+                then: AfterProfile::Recommend {
+                    sla: Sla::default(),
+                    objective: Objective::Time,
+                },
+            }),
+        ]
+    }
+
+    fn every_response() -> Vec<Response> {
+        let p = prediction();
+        vec![
+            Response::Health(Health {
+                service: "predictor".into(),
+                version: "0.1.0".into(),
+                protocol: PROTOCOL_VERSION,
+                ready: true,
+                uptime_s: 1.5,
+            }),
+            Response::ModelInfo(ModelInfo {
+                format_version: 1,
+                family: "gbdt".into(),
+                created_unix: 1,
+                inputs: vec!["VM_size".into()],
+                rows: vec![1, 2, 3, 4, 5],
+                data_sha256: "ab".into(),
+                cv: vec![CvScore {
+                    algorithm: Algorithm::Xbzrle,
+                    metric: Metric::TD,
+                    n: 10,
+                    gmre: 0.1,
+                    coverage: 0.9,
+                }],
+                path: "/var/lib/migsight/model.msm".into(),
+            }),
+            Response::Prediction(p.clone()),
+            Response::Recommendation(Recommendation {
+                prediction: p.clone(),
+                sla: Sla::default(),
+                objective: Objective::Downtime,
+                ranked: vec![RankedAlgorithm {
+                    algorithm: Algorithm::Postcopy,
+                    p_meets_sla: 0.8,
+                    objective_value: 12.0,
+                }],
+                recommended: Algorithm::Postcopy,
+                meets_sla: true,
+                reason: "because".into(),
+            }),
+            Response::Profile(ProfileReport {
+                pid: 42,
+                vm_name: Some("src".into()),
+                window_ms: 20_000,
+                intervals: 20,
+                features: features(),
+                errors: vec![FeatureError {
+                    feature: Feature::VmPdr,
+                    std_error: 0.3,
+                }],
+                missing: vec![MissingFeature {
+                    feature: Feature::VmPmuInstr,
+                    reason: "no hardware PMU".into(),
+                }],
+                qemu_dirty_rate: None,
+                sampled_pages: 4096,
+                prediction: Some(p),
+                recommendation: None,
+            }),
+            Response::Error(ErrorReply::new(ErrorKind::VmPaused, "paused")),
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for body in every_request() {
+            let req = Request::new(body);
+            let frame = frame::encode(&req).unwrap();
+            let back = decode_request(&frame[4..]).unwrap();
+            assert_eq!(back, req);
+            let json = serde_json::to_string(&req).unwrap();
+            assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), req);
+        }
+        for resp in every_response() {
+            let frame = frame::encode(&resp).unwrap();
+            let back: Response = frame::decode(&frame[4..]).unwrap();
+            assert_eq!(back, resp);
+        }
+    }
+
+    #[test]
+    fn other_versions_get_a_typed_error() {
+        let mut req = Request::new(RequestBody::Health);
+        req.version = 99;
+        let frame = frame::encode(&req).unwrap();
+        let e = decode_request(&frame[4..]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::UnsupportedVersion);
+        assert!(e.message.contains("99"));
+    }
+
+    #[test]
+    fn garbage_requests_are_bad_requests() {
+        for garbage in [&[][..], &[1u8][..], &[1, 200, 7, 7][..], &[0xff; 16][..]] {
+            let e = decode_request(garbage).unwrap_err();
+            assert!(
+                matches!(e.kind, ErrorKind::BadRequest | ErrorKind::UnsupportedVersion),
+                "{garbage:?} -> {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn vm_refs_parse() {
+        assert_eq!("1234".parse::<VmRef>(), Ok(VmRef::Pid(1234)));
+        assert_eq!("/run/x.qmp".parse::<VmRef>(), Ok(VmRef::QmpSocket("/run/x.qmp".into())));
+        assert_eq!("proxmox:101".parse::<VmRef>(), Ok(VmRef::Proxmox(101)));
+        assert_eq!("web1".parse::<VmRef>(), Ok(VmRef::Name("web1".into())));
+        assert!("pid:abc".parse::<VmRef>().is_err());
+    }
+}
