@@ -130,9 +130,14 @@ impl Qmp {
         };
         let mut line = serde_json::to_vec(&msg).map_err(|e| self.protocol(e.to_string()))?;
         line.push(b'\n');
-        self.writer.write_all(&line).map_err(|source| QmpError::Io {
-            path: self.path.clone(),
-            source,
+        self.writer.write_all(&line).map_err(|source| match source.kind() {
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+                QmpError::Closed(self.path.clone())
+            }
+            _ => QmpError::Io {
+                path: self.path.clone(),
+                source,
+            },
         })?;
         loop {
             let m = self.read_message()?;
