@@ -96,6 +96,19 @@ impl Qmp {
         }
     }
 
+    /// A peer that went away is [`QmpError::Closed`]; anything else is i/o.
+    fn io_error(&self, source: std::io::Error) -> QmpError {
+        match source.kind() {
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+                QmpError::Closed(self.path.clone())
+            }
+            _ => QmpError::Io {
+                path: self.path.clone(),
+                source,
+            },
+        }
+    }
+
     fn read_message(&mut self) -> Result<Value, QmpError> {
         let mut line = Vec::new();
         loop {
@@ -103,10 +116,7 @@ impl Qmp {
             let n = (&mut self.reader)
                 .take(MAX_LINE as u64 + 1)
                 .read_until(b'\n', &mut line)
-                .map_err(|source| QmpError::Io {
-                    path: self.path.clone(),
-                    source,
-                })?;
+                .map_err(|source| self.io_error(source))?;
             if n == 0 {
                 return Err(QmpError::Closed(self.path.clone()));
             }
@@ -130,15 +140,9 @@ impl Qmp {
         };
         let mut line = serde_json::to_vec(&msg).map_err(|e| self.protocol(e.to_string()))?;
         line.push(b'\n');
-        self.writer.write_all(&line).map_err(|source| match source.kind() {
-            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
-                QmpError::Closed(self.path.clone())
-            }
-            _ => QmpError::Io {
-                path: self.path.clone(),
-                source,
-            },
-        })?;
+        self.writer
+            .write_all(&line)
+            .map_err(|source| self.io_error(source))?;
         loop {
             let m = self.read_message()?;
             if m.get("event").is_some() {
