@@ -5,3 +5,4 @@
 //! computes them in production.
 
 pub mod qmp;
+pub mod cli;

@@ -1,1 +1,64 @@
-fn main() {}
+//! `migsight`: the one command operators type.
+//!
+//! Each subcommand's arguments and logic live with the part they belong to:
+//! the daemons in `agent/` and `predictor/`, training and evaluation in
+//! `predictor/`, the lab in `lab/`; the operator workflow (`plan`, `migrate`,
+//! `predict`, `install`) lives here in `cli/`.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod predict;
+mod table;
+
+#[derive(Parser)]
+#[command(name = "migsight", version, about = "Predict how a QEMU/KVM live migration will go, and pick the algorithm")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the host agent daemon (profiles VMs on request).
+    Agent(migsight_agent::cli::AgentArgs),
+    /// Run the predictor daemon (serves predictions from a model).
+    Predictor(migsight_predictor::cli::ServeArgs),
+    /// Train models from CSAP-schema CSV files.
+    Train(migsight_predictor::cli::TrainArgs),
+    /// Cross-validate models on CSAP-schema CSV files.
+    Eval(migsight_predictor::cli::EvalArgs),
+    /// Predict from a features file, without a VM.
+    Predict(predict::PredictArgs),
+    /// Run real QEMU migrations to produce labelled training data.
+    Lab(migsight_lab::cli::LabArgs),
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MIGSIGHT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Agent(a) => migsight_agent::cli::run(a),
+        Command::Predictor(a) => migsight_predictor::cli::serve(a),
+        Command::Train(a) => migsight_predictor::cli::train(a),
+        Command::Eval(a) => migsight_predictor::cli::eval(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Lab(a) => migsight_lab::cli::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("migsight: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

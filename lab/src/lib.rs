@@ -1,1 +1,3 @@
-//! migsight lab.
+//! migsight lab: real QEMU migrations that produce labelled training data.
+
+pub mod cli;

@@ -1,1 +1,3 @@
-//! migsight predictor.
+//! migsight predictor: trains, evaluates and serves migration models.
+
+pub mod cli;

@@ -5,7 +5,7 @@
 use crate::opspage::*;
 use crate::params::{Mode, Params};
 use crate::util::{Pacer, Rng};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
@@ -449,5 +449,3 @@ pub fn run_compress(p: &Params, page: &Arc<OpsPage>, rng: &mut Rng, ready: impl 
     }
 }
 
-#[allow(dead_code)]
-fn _assert_io(_: io::Error) {}

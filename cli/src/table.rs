@@ -1,0 +1,1 @@
+//! The plan/predict table (owned by the predictor work).
