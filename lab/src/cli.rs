@@ -1,8 +1,105 @@
-//! `migsight lab` (to be written).
+//! `migsight lab`: produce labelled migrations on this machine.
 
-#[derive(clap::Args)]
-pub struct LabArgs {}
+use crate::guest::GuestImage;
+use crate::qemu::Accel;
+use crate::runner::{self, Fixed, LabConfig};
+use crate::workload::Workload;
+use migsight_proto::Algorithm;
+use std::path::PathBuf;
+use std::time::Duration;
 
-pub fn run(_a: LabArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+#[derive(clap::Args, Debug)]
+pub struct LabArgs {
+    /// Labelled migrations (CSV rows) to add in this run.
+    #[arg(long, default_value_t = 5)]
+    pub samples: usize,
+    /// CSAP-schema CSV to append to (created if missing; a resumed run continues it).
+    #[arg(long, default_value = "lab-out/lab.csv")]
+    pub out: PathBuf,
+    /// Seed: with the same seed and group index, the same workload, guest size and bandwidth are drawn.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// QEMU accelerator: tcg works everywhere; kvm on real hosts.
+    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
+    pub accel: Accel,
+    /// Profiling window before each migration (the agent's default is 20s).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub window: Duration,
+    /// Sampling interval within the window.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// A pre-copy phase longer than this is cancelled and recorded with converged=0.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub cap: Duration,
+    /// Time the workload runs after it is ready and before the snapshot.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Algorithms to migrate each state with (comma-separated; default all five).
+    #[arg(long, value_delimiter = ',')]
+    pub algorithms: Vec<Algorithm>,
+    /// Use one small fixed synthetic workload (256 MiB guest, 50 MB/s) instead of drawing.
+    #[arg(long)]
+    pub quick: bool,
+    /// Where QEMU sockets and snapshots live during a group.
+    #[arg(long, default_value = "/tmp/migsight-lab")]
+    pub runs_dir: PathBuf,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    migsight_proto::units::parse_duration_ms(s)
+        .map(|ms| Duration::from_micros((ms * 1000.0) as u64))
+        .map_err(|e| e.to_string())
+}
+
+impl LabArgs {
+    pub fn config(&self) -> LabConfig {
+        LabConfig {
+            out: self.out.clone(),
+            samples: self.samples,
+            seed: self.seed,
+            accel: self.accel,
+            window: self.window,
+            interval: self.interval,
+            cap: self.cap,
+            warmup: self.warmup,
+            algorithms: if self.algorithms.is_empty() {
+                Algorithm::ALL.to_vec()
+            } else {
+                self.algorithms.clone()
+            },
+            fixed: self.quick.then(|| Fixed {
+                mem_mib: 256,
+                workload: Workload::demo(16, 500),
+                bandwidth_bps: 50e6,
+            }),
+            runs_dir: self.runs_dir.join(std::process::id().to_string()),
+        }
+    }
+}
+
+pub fn run(args: LabArgs) -> anyhow::Result<()> {
+    let cancel = crate::interrupt::flag();
+    let cfg = args.config();
+    eprintln!("lab: preparing the guest image (built once, then cached)");
+    let image = GuestImage::ensure()?;
+    eprintln!(
+        "lab: image {} | {} rows to {} | window {:?}, cap {:?}, accel {}",
+        image.dir.display(),
+        cfg.samples,
+        cfg.out.display(),
+        cfg.window,
+        cfg.cap,
+        cfg.accel.name()
+    );
+    let result = runner::run(&cfg, &image, cancel);
+    let _ = std::fs::remove_dir_all(&cfg.runs_dir);
+    let s = result?;
+    eprintln!(
+        "lab: done: {} rows written ({} not converged), {} groups failed{}",
+        s.written,
+        s.non_converged,
+        s.failed,
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) { " (interrupted)" } else { "" }
+    );
+    Ok(())
 }

@@ -24,6 +24,14 @@ fn find_program(name: &str) -> Res<String> {
 }
 
 fn spawn(cmd: &mut Command, page: &OpsPage) -> Res<Child> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe. The server dies with its driver.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     let child = cmd
         .current_dir("/tmp")
         .stderr(Stdio::null())
@@ -161,28 +169,32 @@ pub fn run_redis(p: &Params, page: &OpsPage, rng: &mut Rng, ready: impl FnOnce()
     ready();
     let mut pacer = ops_pacer(p, p.pipeline);
     let mut last_check = Instant::now();
+    let mut gets: Vec<bool> = Vec::with_capacity(p.pipeline as usize);
     loop {
         let g = pacer.grant();
         if g == 0 {
             continue;
         }
         out.clear();
+        gets.clear();
         let mut payload = 0u64;
         for _ in 0..g {
             let k = key(rng.below(p.keys));
-            if rng.below(100) < p.write_pct {
+            let is_set = rng.below(100) < p.write_pct;
+            if is_set {
                 resp_cmd(&mut out, &[b"SET", k.as_bytes(), pool.pick(rng)]);
             } else {
                 resp_cmd(&mut out, &[b"GET", k.as_bytes()]);
             }
+            gets.push(!is_set);
             payload += p.value_bytes;
         }
         w.write_all(&out).map_err(|e| format!("redis write: {e}"))?;
-        for _ in 0..g {
+        for &is_get in &gets {
             let (err, hit) = resp_read(&mut r, &mut line)?;
             if err {
                 page.add(OFF_ERRORS, 1);
-            } else if hit {
+            } else if hit && is_get {
                 page.bump(OFF_AUX, 1);
             }
             page.bump(OFF_OPS, 1);
@@ -270,28 +282,32 @@ pub fn run_memcached(p: &Params, page: &OpsPage, rng: &mut Rng, ready: impl FnOn
     ready();
     let mut pacer = ops_pacer(p, p.pipeline);
     let mut last_check = Instant::now();
+    let mut gets: Vec<bool> = Vec::with_capacity(p.pipeline as usize);
     loop {
         let g = pacer.grant();
         if g == 0 {
             continue;
         }
         out.clear();
+        gets.clear();
         let mut payload = 0u64;
         for _ in 0..g {
             let k = key(rng.below(p.keys));
-            if rng.below(100) < p.write_pct {
+            let is_set = rng.below(100) < p.write_pct;
+            if is_set {
                 set(&mut out, &k, pool.pick(rng));
             } else {
                 write!(out, "get {k}\r\n").unwrap();
             }
+            gets.push(!is_set);
             payload += p.value_bytes;
         }
         w.write_all(&out).map_err(|e| format!("memcached write: {e}"))?;
-        for _ in 0..g {
+        for &is_get in &gets {
             let (err, hit) = mc_read(&mut r, &mut line)?;
             if err {
                 page.add(OFF_ERRORS, 1);
-            } else if hit {
+            } else if hit && is_get {
                 page.bump(OFF_AUX, 1);
             }
             page.bump(OFF_OPS, 1);

@@ -1,0 +1,321 @@
+//! Reading a QEMU guest's RAM from the host with `process_vm_readv`.
+//!
+//! The guest RAM is the anonymous `rw-p` mapping of the RAM size in
+//! `/proc/PID/maps` (a memfd or file backend shows as a `rw-s` file mapping
+//! such as `/memfd:ram (deleted)`). TCG's code buffer (`rwxp`) is never taken.
+//! Offsets here are offsets into that RAM block, which for a `-M pc` guest
+//! with less than ~3.5 GiB of RAM equal guest-physical addresses.
+
+use crate::error::AgentError;
+use std::fmt;
+
+/// Bytes per page read.
+pub const PAGE: usize = 4096;
+/// Largest number of iovecs in one `process_vm_readv` call (Linux IOV_MAX).
+const IOV_BATCH: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    pub perms: String,
+    pub path: String,
+}
+
+impl Mapping {
+    fn len(&self) -> u64 {
+        self.end - self.start
+    }
+    /// Anonymous private or memfd/file shared, writable, not executable, not a
+    /// special region.
+    fn is_ram_candidate(&self) -> bool {
+        let p = self.perms.as_bytes();
+        if p.len() < 4 || p[0] != b'r' || p[1] != b'w' || p[2] == b'x' {
+            return false;
+        }
+        if self.path.is_empty() {
+            return true;
+        }
+        if self.path.starts_with('[') {
+            return false;
+        }
+        // memfd / hugetlbfs / memory-backend-file are shared file mappings.
+        p[3] == b's' && (self.path.starts_with("/memfd:") || self.path.starts_with('/'))
+    }
+}
+
+pub(crate) fn parse_maps(s: &str) -> Vec<Mapping> {
+    s.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(6, ' ');
+            let range = it.next()?;
+            let perms = it.next()?.to_string();
+            let _off = it.next()?;
+            let _dev = it.next()?;
+            let _inode = it.next()?;
+            let path = it.next().unwrap_or("").trim().to_string();
+            let (a, b) = range.split_once('-')?;
+            Some(Mapping {
+                start: u64::from_str_radix(a, 16).ok()?,
+                end: u64::from_str_radix(b, 16).ok()?,
+                perms,
+                path,
+            })
+        })
+        .collect()
+}
+
+/// Picks the guest RAM: one mapping of exactly `ram_size` bytes (several
+/// adjacent pieces of one mapping are joined), else the largest candidate of
+/// at least 16 MiB when the size is unknown.
+pub(crate) fn find_ram(maps: &[Mapping], ram_size: Option<u64>) -> Option<(u64, u64)> {
+    let cands: Vec<&Mapping> = maps.iter().filter(|m| m.is_ram_candidate()).collect();
+    if let Some(size) = ram_size {
+        // Exact single mapping; prefer a named (memfd/file) backend, then the
+        // lowest address.
+        let mut exact: Vec<&&Mapping> = cands.iter().filter(|m| m.len() == size).collect();
+        exact.sort_by_key(|m| (m.path.is_empty(), m.start));
+        if let Some(m) = exact.first() {
+            return Some((m.start, m.len()));
+        }
+        // Adjacent pieces (split by madvise/mlock) adding up to the size.
+        for i in 0..cands.len() {
+            let mut end = cands[i].end;
+            let mut j = i + 1;
+            while j < cands.len() && cands[j].start == end && cands[j].path == cands[i].path {
+                end = cands[j].end;
+                if end - cands[i].start == size {
+                    return Some((cands[i].start, size));
+                }
+                j += 1;
+            }
+        }
+        return None;
+    }
+    cands
+        .iter()
+        .filter(|m| m.len() >= 16 << 20)
+        .max_by_key(|m| m.len())
+        .map(|m| (m.start, m.len()))
+}
+
+/// The RAM of a running guest, readable from the host.
+pub struct GuestMemory {
+    pid: u32,
+    host_addr: u64,
+    size: u64,
+}
+
+impl fmt::Debug for GuestMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GuestMemory(pid {}, {} MiB at {:#x})", self.pid, self.size >> 20, self.host_addr)
+    }
+}
+
+impl GuestMemory {
+    /// Finds the RAM of QEMU process `pid`, its size taken from `-m` on the
+    /// command line.
+    pub fn open(pid: u32) -> Result<Self, AgentError> {
+        let args = crate::vm::check_qemu(pid)?;
+        let size = crate::vm::ram_size_from_args(&args);
+        Self::open_with_size(pid, Some(size))
+    }
+
+    /// Finds the RAM of `pid` given its size (from QMP `query-memory-size-summary`),
+    /// or the largest plausible mapping when `None`.
+    pub fn open_with_size(pid: u32, ram_size: Option<u64>) -> Result<Self, AgentError> {
+        let maps = crate::procfs::read_proc(pid, "maps")?;
+        let maps = parse_maps(&maps);
+        let (host_addr, size) = find_ram(&maps, ram_size)
+            .or_else(|| {
+                // A size we cannot match exactly (e.g. RAM split in several
+                // backends): fall back to the largest plausible mapping.
+                let r = find_ram(&maps, None)?;
+                tracing::warn!(pid, wanted = ?ram_size, found = r.1, "no mapping of the guest RAM size; using the largest anonymous mapping");
+                Some(r)
+            })
+            .ok_or_else(|| {
+                AgentError::Other(format!(
+                    "cannot find the guest RAM of process {pid} in /proc/{pid}/maps (wanted {} bytes)",
+                    ram_size.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into())
+                ))
+            })?;
+        let gm = GuestMemory { pid, host_addr, size };
+        // Prove we may read it (EPERM without CAP_SYS_PTRACE).
+        let mut probe = [0u8; 8];
+        gm.read(0, &mut probe)?;
+        Ok(gm)
+    }
+
+    /// Reads this process's own memory at `[host_addr, host_addr+size)`, for tests.
+    pub fn from_own_buffer(buf: &[u8]) -> Self {
+        GuestMemory {
+            pid: std::process::id(),
+            host_addr: buf.as_ptr() as u64,
+            size: buf.len() as u64,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Guest RAM size, bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.size
+    }
+
+    /// Number of whole pages.
+    pub fn pages(&self) -> u64 {
+        self.size / PAGE as u64
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of the guest RAM.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), AgentError> {
+        let len = buf.len() as u64;
+        if offset.checked_add(len).map_or(true, |e| e > self.size) {
+            return Err(AgentError::BadRequest(format!(
+                "read of {len} bytes at {offset:#x} is outside the {}-byte guest RAM",
+                self.size
+            )));
+        }
+        let mut done = 0usize;
+        while done < buf.len() {
+            let local = libc::iovec {
+                iov_base: buf[done..].as_mut_ptr() as *mut libc::c_void,
+                iov_len: buf.len() - done,
+            };
+            let remote = libc::iovec {
+                iov_base: (self.host_addr + offset + done as u64) as *mut libc::c_void,
+                iov_len: buf.len() - done,
+            };
+            // SAFETY: local iovec points into `buf`; the remote one is only read by the kernel.
+            let n = unsafe { libc::process_vm_readv(self.pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+            if n < 0 {
+                return Err(self.os_error(std::io::Error::last_os_error()));
+            }
+            if n == 0 {
+                return Err(self.os_error(std::io::Error::from_raw_os_error(libc::EFAULT)));
+            }
+            done += n as usize;
+        }
+        Ok(())
+    }
+
+    fn os_error(&self, e: std::io::Error) -> AgentError {
+        match e.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => AgentError::PermissionDenied(format!(
+                "process_vm_readv on pid {}: {e}; run the agent as root or grant it CAP_SYS_PTRACE",
+                self.pid
+            )),
+            Some(libc::ESRCH) => AgentError::VmNotFound(format!("process {} has exited", self.pid)),
+            _ => AgentError::io(format!("process_vm_readv on pid {}", self.pid), e),
+        }
+    }
+
+    /// Reads the pages with indices `pages` into `buf` (page `i` of the list
+    /// lands at `buf[i*4096..]`), batching up to 1024 pages per system call.
+    pub fn read_pages(&self, pages: &[u64], buf: &mut [u8]) -> Result<(), AgentError> {
+        assert!(buf.len() >= pages.len() * PAGE, "buffer too small");
+        let npages = self.pages();
+        let mut local: Vec<libc::iovec> = Vec::with_capacity(IOV_BATCH);
+        let mut remote: Vec<libc::iovec> = Vec::with_capacity(IOV_BATCH);
+        let mut i = 0;
+        while i < pages.len() {
+            let n = (pages.len() - i).min(IOV_BATCH);
+            local.clear();
+            remote.clear();
+            for k in 0..n {
+                let pg = pages[i + k];
+                if pg >= npages {
+                    return Err(AgentError::BadRequest(format!("page {pg} is outside the guest RAM")));
+                }
+                local.push(libc::iovec {
+                    iov_base: buf[(i + k) * PAGE..].as_mut_ptr() as *mut libc::c_void,
+                    iov_len: PAGE,
+                });
+                remote.push(libc::iovec {
+                    iov_base: (self.host_addr + pg * PAGE as u64) as *mut libc::c_void,
+                    iov_len: PAGE,
+                });
+            }
+            // SAFETY: local iovecs point into `buf`, which outlives the call.
+            let got = unsafe {
+                libc::process_vm_readv(
+                    self.pid as libc::pid_t,
+                    local.as_ptr(),
+                    n as libc::c_ulong,
+                    remote.as_ptr(),
+                    n as libc::c_ulong,
+                    0,
+                )
+            };
+            if got < 0 {
+                return Err(self.os_error(std::io::Error::last_os_error()));
+            }
+            let whole = got as usize / PAGE;
+            if whole == 0 {
+                // The first page of the batch cannot be read: the RAM is gone.
+                if !std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
+                    return Err(AgentError::VmNotFound(format!("process {} has exited", self.pid)));
+                }
+                return Err(self.os_error(std::io::Error::from_raw_os_error(libc::EFAULT)));
+            }
+            i += whole;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_ram_among_typical_qemu_maps() {
+        let maps = "\
+55d0a0000000-55d0a0100000 r-xp 00000000 08:01 1234 /usr/bin/qemu-system-x86_64
+7f0000000000-7f0040000000 rwxp 00000000 00:00 0 
+7f1000000000-7f1020000000 rw-p 00000000 00:00 0 
+7f1020000000-7f1020001000 ---p 00000000 00:00 0 
+7f2000000000-7f2000400000 rw-p 00000000 00:00 0 
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
+";
+        let m = parse_maps(maps);
+        assert_eq!(m.len(), 6);
+        assert_eq!(find_ram(&m, Some(512 << 20)), Some((0x7f1000000000, 512 << 20)));
+        assert_eq!(find_ram(&m, None), Some((0x7f1000000000, 512 << 20)));
+        // The 1 GiB rwx code buffer is never RAM.
+        assert_eq!(find_ram(&m, Some(1 << 30)), None);
+        let memfd = "7f3000000000-7f3040000000 rw-s 00000000 00:01 99 /memfd:ram (deleted)\n";
+        let m = parse_maps(memfd);
+        assert_eq!(find_ram(&m, Some(1 << 30)), Some((0x7f3000000000, 1 << 30)));
+        // Split in two adjacent pieces.
+        let split = "7f1000000000-7f1010000000 rw-p 00000000 00:00 0 \n7f1010000000-7f1020000000 rw-p 00000000 00:00 0 \n";
+        assert_eq!(find_ram(&parse_maps(split), Some(512 << 20)), Some((0x7f1000000000, 512 << 20)));
+    }
+
+    #[test]
+    fn reads_own_memory_in_batches() {
+        let pages = 3000usize;
+        let mut data = vec![0u8; pages * PAGE];
+        for (i, c) in data.chunks_mut(PAGE).enumerate() {
+            c[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            c[PAGE - 1] = i as u8;
+        }
+        let gm = GuestMemory::from_own_buffer(&data);
+        assert_eq!(gm.pages(), pages as u64);
+        let want: Vec<u64> = (0..pages as u64).rev().step_by(1).collect();
+        let mut buf = vec![0u8; want.len() * PAGE];
+        gm.read_pages(&want, &mut buf).unwrap();
+        for (k, pg) in want.iter().enumerate() {
+            let b = &buf[k * PAGE..(k + 1) * PAGE];
+            assert_eq!(u64::from_le_bytes(b[..8].try_into().unwrap()), *pg);
+            assert_eq!(b[PAGE - 1], *pg as u8);
+        }
+        let mut x = [0u8; 16];
+        gm.read(5 * PAGE as u64 - 8, &mut x).unwrap();
+        assert_eq!(&x[8..], &5u64.to_le_bytes());
+        assert!(gm.read(gm.size_bytes() - 4, &mut x).is_err());
+    }
+}

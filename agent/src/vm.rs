@@ -1,0 +1,434 @@
+//! Finding a running QEMU VM: by QMP socket, pid, `-name`, libvirt domain or
+//! Proxmox VMID.
+
+use crate::error::AgentError;
+use crate::procfs::read_proc;
+use migsight_proto::wire::VmRef;
+use std::path::{Path, PathBuf};
+
+/// A QEMU process to profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmTarget {
+    pub pid: u32,
+    /// The VM's `-name`, when known.
+    pub name: Option<String>,
+    /// A QMP socket the agent may use; `None` is pid-only mode.
+    pub qmp: Option<PathBuf>,
+}
+
+impl VmTarget {
+    pub fn new(pid: u32, qmp: Option<PathBuf>) -> Self {
+        VmTarget { pid, name: None, qmp }
+    }
+}
+
+/// Finds the VM `r` refers to and checks it is a live QEMU process.
+pub fn locate(r: &VmRef) -> Result<VmTarget, AgentError> {
+    match r {
+        VmRef::Pid(pid) => {
+            let args = check_qemu(*pid)?;
+            let qmp = qmp_sockets(*pid, &args).into_iter().next();
+            Ok(VmTarget {
+                pid: *pid,
+                name: vm_name(&args),
+                qmp,
+            })
+        }
+        VmRef::QmpSocket(path) => {
+            let pid = pid_of_qmp_socket(path)?;
+            let args = check_qemu(pid)?;
+            Ok(VmTarget {
+                pid,
+                name: vm_name(&args),
+                qmp: Some(path.clone()),
+            })
+        }
+        VmRef::Name(name) => {
+            let mut found = Vec::new();
+            for pid in qemu_pids() {
+                if let Ok(args) = cmdline(pid) {
+                    if vm_name(&args).as_deref() == Some(name.as_str()) {
+                        found.push((pid, args));
+                    }
+                }
+            }
+            match found.len() {
+                0 => Err(AgentError::VmNotFound(format!("no QEMU process with -name {name:?}"))),
+                1 => {
+                    let (pid, args) = found.pop().unwrap();
+                    let qmp = qmp_sockets(pid, &args).into_iter().next();
+                    Ok(VmTarget {
+                        pid,
+                        name: Some(name.clone()),
+                        qmp,
+                    })
+                }
+                _ => Err(AgentError::BadRequest(format!(
+                    "{} QEMU processes are named {name:?} (pids {}); give a pid",
+                    found.len(),
+                    found.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>().join(", ")
+                ))),
+            }
+        }
+        VmRef::Libvirt(domain) => {
+            if domain.contains('/') || domain.is_empty() {
+                return Err(AgentError::BadRequest(format!("bad libvirt domain name {domain:?}")));
+            }
+            let pidfile = PathBuf::from(format!("/run/libvirt/qemu/{domain}.pid"));
+            let pid = read_pidfile(&pidfile, &format!("libvirt domain {domain:?}"))?;
+            check_qemu(pid)?;
+            // libvirtd owns the domain's QMP socket: pid-only mode.
+            Ok(VmTarget {
+                pid,
+                name: Some(domain.clone()),
+                qmp: None,
+            })
+        }
+        VmRef::Proxmox(vmid) => {
+            let dir = Path::new("/var/run/qemu-server");
+            let pid = read_pidfile(&dir.join(format!("{vmid}.pid")), &format!("Proxmox VM {vmid}"))?;
+            let args = check_qemu(pid)?;
+            let qmp = dir.join(format!("{vmid}.qmp"));
+            Ok(VmTarget {
+                pid,
+                name: vm_name(&args).or_else(|| Some(vmid.to_string())),
+                qmp: qmp.exists().then_some(qmp),
+            })
+        }
+    }
+}
+
+fn read_pidfile(path: &Path, what: &str) -> Result<u32, AgentError> {
+    let s = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            AgentError::VmNotFound(format!("{what} is not running ({} does not exist)", path.display()))
+        }
+        _ => AgentError::io(format!("reading {}", path.display()), e),
+    })?;
+    s.trim()
+        .parse()
+        .map_err(|_| AgentError::VmNotFound(format!("{} does not hold a pid: {s:?}", path.display())))
+}
+
+/// The command line of `pid`, split at NULs.
+pub fn cmdline(pid: u32) -> Result<Vec<String>, AgentError> {
+    let p = format!("/proc/{pid}/cmdline");
+    let bytes = std::fs::read(&p).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => AgentError::VmNotFound(format!("no process with pid {pid}")),
+        _ => AgentError::io(format!("reading {p}"), e),
+    })?;
+    Ok(bytes
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect())
+}
+
+fn looks_like_qemu(exe: &str) -> bool {
+    let base = exe.rsplit('/').next().unwrap_or(exe);
+    let base = base.trim_end_matches(" (deleted)");
+    base.starts_with("qemu-system") || base == "qemu-kvm" || base == "kvm" || base.starts_with("qemu-kvm")
+}
+
+/// Checks that `pid` is a live QEMU system emulator and returns its arguments.
+pub fn check_qemu(pid: u32) -> Result<Vec<String>, AgentError> {
+    if pid == 0 {
+        return Err(AgentError::VmNotFound("pid 0 is not a process".into()));
+    }
+    let stat = read_proc(pid, "stat")?;
+    if let Some((_, f)) = crate::procfs::stat_fields(&stat) {
+        if matches!(f.first(), Some(&"Z") | Some(&"X")) {
+            return Err(AgentError::VmNotFound(format!("process {pid} has exited (zombie)")));
+        }
+    }
+    let args = cmdline(pid)?;
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|p| p.display().to_string());
+    let argv0 = args.first().cloned().unwrap_or_default();
+    let comm = read_proc(pid, "comm").unwrap_or_default();
+    let ok = exe.as_deref().map(looks_like_qemu).unwrap_or(false)
+        || looks_like_qemu(&argv0)
+        || comm.trim().starts_with("qemu-system")
+        || comm.trim().starts_with("qemu-kvm");
+    if !ok {
+        return Err(AgentError::NotQemu {
+            pid,
+            detail: format!(
+                "executable {}, argv[0] {argv0:?}",
+                exe.unwrap_or_else(|| "unknown".into())
+            ),
+        });
+    }
+    Ok(args)
+}
+
+/// Pids of every QEMU system emulator on the host.
+pub fn qemu_pids() -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut v: Vec<u32> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            if looks_like_qemu(&exe) {
+                return true;
+            }
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            comm.starts_with("qemu-system") || comm.starts_with("qemu-kvm")
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Splits a QEMU option string at commas (`,,` is a literal comma).
+pub fn split_opts(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ',' {
+            if chars.peek() == Some(&',') {
+                chars.next();
+                cur.push(',');
+            } else {
+                out.push(std::mem::take(&mut cur));
+            }
+        } else {
+            cur.push(c);
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// Values of option `name` (`-name` given as `-name`), accepting `--name`
+/// and `-name=value`.
+pub fn option_values<'a>(args: &'a [String], name: &str) -> Vec<&'a str> {
+    let bare = name.trim_start_matches('-');
+    let mut out = Vec::new();
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].as_str();
+        let stripped = a.strip_prefix("--").or_else(|| a.strip_prefix('-'));
+        if let Some(opt) = stripped {
+            if opt == bare {
+                if let Some(v) = args.get(i + 1) {
+                    out.push(v.as_str());
+                }
+                i += 2;
+                continue;
+            }
+            if let Some(v) = opt.strip_prefix(bare).and_then(|r| r.strip_prefix('=')) {
+                out.push(v);
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Whether flag `name` (without value) appears.
+pub fn has_flag(args: &[String], name: &str) -> bool {
+    let bare = name.trim_start_matches('-');
+    args.iter().skip(1).any(|a| {
+        a.strip_prefix("--").or_else(|| a.strip_prefix('-')) == Some(bare)
+    })
+}
+
+/// `key=value` of a QEMU option string.
+pub fn opt_get(opts: &[String], key: &str) -> Option<String> {
+    opts.iter()
+        .find_map(|o| o.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .map(str::to_string)
+}
+
+/// The VM's `-name` (`NAME,…` or `guest=NAME,…`).
+pub fn vm_name(args: &[String]) -> Option<String> {
+    let v = option_values(args, "-name").into_iter().last()?;
+    let opts = split_opts(v);
+    if let Some(g) = opt_get(&opts, "guest") {
+        return Some(g);
+    }
+    let first = opts.first()?;
+    if first.contains('=') {
+        None
+    } else {
+        Some(first.clone())
+    }
+}
+
+/// RAM size from `-m` (`512`, `512M`, `1G`, `size=1G,slots=…`), bytes;
+/// QEMU's default is 128 MiB.
+pub fn ram_size_from_args(args: &[String]) -> u64 {
+    let Some(v) = option_values(args, "-m").into_iter().last() else {
+        return 128 << 20;
+    };
+    let opts = split_opts(v);
+    let size = opt_get(&opts, "size").or_else(|| opts.first().filter(|s| !s.contains('=')).cloned());
+    size.and_then(|s| parse_size_mib_default(&s)).unwrap_or(128 << 20)
+}
+
+/// A QEMU size: a bare number is MiB for `-m`; suffixes K, M, G, T.
+fn parse_size_mib_default(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last()? {
+        'k' | 'K' => (&s[..s.len() - 1], 1u64 << 10),
+        'm' | 'M' => (&s[..s.len() - 1], 1 << 20),
+        'g' | 'G' => (&s[..s.len() - 1], 1 << 30),
+        't' | 'T' => (&s[..s.len() - 1], 1 << 40),
+        'b' | 'B' => (&s[..s.len() - 1], 1),
+        _ => (s, 1 << 20),
+    };
+    let n: f64 = num.parse().ok()?;
+    (n > 0.0).then(|| (n * mult as f64) as u64)
+}
+
+fn resolve(pid: u32, p: &str) -> PathBuf {
+    let p = PathBuf::from(p);
+    if p.is_absolute() {
+        p
+    } else {
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+        cwd.join(p)
+    }
+}
+
+/// QMP (control-mode) server sockets on the command line, absolute paths.
+pub fn qmp_sockets(pid: u32, args: &[String]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for flag in ["-qmp", "-qmp-pretty"] {
+        for v in option_values(args, flag) {
+            let opts = split_opts(v);
+            if let Some(p) = opts[0].strip_prefix("unix:") {
+                let server = opts.iter().any(|o| o == "server" || o == "server=on" || o == "server=yes");
+                if server {
+                    out.push(resolve(pid, p));
+                }
+            }
+        }
+    }
+    // -chardev socket,id=X,path=P,server=on + -mon chardev=X,mode=control
+    let control_ids: Vec<String> = option_values(args, "-mon")
+        .into_iter()
+        .filter_map(|v| {
+            let o = split_opts(v);
+            let mode = opt_get(&o, "mode").unwrap_or_else(|| "readline".into());
+            (mode == "control").then(|| opt_get(&o, "chardev")).flatten()
+        })
+        .collect();
+    for v in option_values(args, "-chardev") {
+        let o = split_opts(v);
+        if o[0] != "socket" {
+            continue;
+        }
+        let id = opt_get(&o, "id").unwrap_or_default();
+        let server = o.iter().any(|x| x == "server" || x == "server=on" || x == "server=yes");
+        if let (true, Some(path)) = (control_ids.contains(&id) && server, opt_get(&o, "path")) {
+            out.push(resolve(pid, &path));
+        }
+    }
+    out
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    let ca = std::fs::canonicalize(a).unwrap_or_else(|_| a.to_path_buf());
+    let cb = std::fs::canonicalize(b).unwrap_or_else(|_| b.to_path_buf());
+    ca == cb
+}
+
+/// The pid of the QEMU process serving QMP on `path`: by the command line,
+/// else by the socket's inode in `/proc/net/unix` and the processes' fds.
+pub fn pid_of_qmp_socket(path: &Path) -> Result<u32, AgentError> {
+    if !path.exists() {
+        return Err(AgentError::VmNotFound(format!("QMP socket {} does not exist", path.display())));
+    }
+    let pids = qemu_pids();
+    for &pid in &pids {
+        if let Ok(args) = cmdline(pid) {
+            if qmp_sockets(pid, &args).iter().any(|p| same_path(p, path)) {
+                return Ok(pid);
+            }
+        }
+    }
+    // By inode: the listening socket bound to `path`.
+    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let p = f.get(7)?;
+            (Path::new(p) == canon || Path::new(p) == path).then(|| f.get(6).map(|s| s.to_string()))?
+        })
+        .collect();
+    for &pid in &pids {
+        let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        for fd in rd.flatten() {
+            if let Ok(l) = std::fs::read_link(fd.path()) {
+                let l = l.display().to_string();
+                if inodes.iter().any(|i| l == format!("socket:[{i}]")) {
+                    return Ok(pid);
+                }
+            }
+        }
+    }
+    Err(AgentError::VmNotFound(format!(
+        "no QEMU process serves QMP on {}",
+        path.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn names_and_sizes_parse() {
+        let a = args("qemu-system-x86_64 -name src,debug-threads=on -m 512M -qmp unix:/tmp/a.qmp,server=on,wait=off");
+        assert_eq!(vm_name(&a).as_deref(), Some("src"));
+        assert_eq!(ram_size_from_args(&a), 512 << 20);
+        assert_eq!(qmp_sockets(1, &a), vec![PathBuf::from("/tmp/a.qmp")]);
+        let a = args("qemu-system-x86_64 -name guest=web,,1,debug-threads=on -m size=2G,slots=2,maxmem=8G");
+        assert_eq!(vm_name(&a).as_deref(), Some("web,1"));
+        assert_eq!(ram_size_from_args(&a), 2 << 30);
+        let a = args("qemu-system-x86_64 -m 1024 -chardev socket,id=mon0,path=/run/q.sock,server=on,wait=off -mon chardev=mon0,mode=control -chardev socket,id=s,path=/run/serial,server=on");
+        assert_eq!(ram_size_from_args(&a), 1 << 30);
+        assert_eq!(qmp_sockets(1, &a), vec![PathBuf::from("/run/q.sock")]);
+        assert_eq!(vm_name(&a), None);
+        let a = args("qemu-system-x86_64 --qmp unix:/x,server,nowait");
+        assert_eq!(ram_size_from_args(&a), 128 << 20);
+        assert_eq!(qmp_sockets(1, &a), vec![PathBuf::from("/x")]);
+        // A client-mode QMP socket is not ours to connect to.
+        let a = args("qemu-system-x86_64 -qmp unix:/y");
+        assert!(qmp_sockets(1, &a).is_empty());
+    }
+
+    #[test]
+    fn non_qemu_and_missing_pids() {
+        let me = std::process::id();
+        assert!(matches!(locate(&VmRef::Pid(me)), Err(AgentError::NotQemu { .. })));
+        assert!(matches!(locate(&VmRef::Pid(u32::MAX - 3)), Err(AgentError::VmNotFound(_))));
+        assert!(matches!(
+            locate(&VmRef::Name("no-such-vm-migsight".into())),
+            Err(AgentError::VmNotFound(_))
+        ));
+        assert!(matches!(
+            locate(&VmRef::Libvirt("no-such-domain".into())),
+            Err(AgentError::VmNotFound(_))
+        ));
+        assert!(matches!(locate(&VmRef::Proxmox(999_999)), Err(AgentError::VmNotFound(_))));
+        assert!(matches!(
+            locate(&VmRef::QmpSocket("/nonexistent/q.sock".into())),
+            Err(AgentError::VmNotFound(_))
+        ));
+    }
+}

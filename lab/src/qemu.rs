@@ -1,0 +1,202 @@
+//! Starting and stopping QEMU processes that can never outlive the lab.
+//!
+//! Every QEMU gets `PR_SET_PDEATHSIG(SIGKILL)`, so it dies with the lab even
+//! on a crash, and [`Qemu`]'s `Drop` kills and reaps it, so an error or a
+//! Ctrl-C anywhere leaves no stray processes. Its sockets live in a run
+//! directory that is removed with it.
+
+use migsight_agent::qmp::{Qmp, QmpError};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How QEMU executes guest code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// Software emulation: works everywhere, including nested hosts.
+    Tcg,
+    /// Hardware virtualisation, for real hosts.
+    Kvm,
+}
+
+impl Accel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        }
+    }
+}
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    /// `-name`, also the run directory's name.
+    pub name: String,
+    pub mem_mib: u64,
+    pub accel: Accel,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// Kernel command line (workload parameters included).
+    pub append: String,
+    /// Start with `-incoming defer` (a migration destination or a restore).
+    pub incoming: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QemuError {
+    #[error("cannot start {binary}: {source} (install it with: apt-get install qemu-system-x86)")]
+    Spawn {
+        binary: String,
+        source: std::io::Error,
+    },
+    #[error("QEMU {name} exited during start-up ({status}); its stderr: {stderr}")]
+    EarlyExit {
+        name: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("QEMU {name}: QMP socket did not appear within {0:?}", .timeout)]
+    NoQmp { name: String, timeout: Duration },
+    #[error(transparent)]
+    Qmp(#[from] QmpError),
+    #[error("run directory {path}: {source}")]
+    RunDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A running QEMU, killed when dropped.
+pub struct Qemu {
+    child: Child,
+    pub name: String,
+    pub run_dir: PathBuf,
+    /// The lab's own QMP socket.
+    pub qmp_path: PathBuf,
+    /// A second QMP socket for the profiler (QMP serves one client per socket).
+    pub agent_qmp_path: PathBuf,
+    pub spec: VmSpec,
+}
+
+impl Qemu {
+    /// Starts QEMU and waits until its QMP sockets accept connections.
+    pub fn start(spec: VmSpec, runs: &Path) -> Result<Qemu, QemuError> {
+        let run_dir = runs.join(&spec.name);
+        let rd = |source| QemuError::RunDir {
+            path: run_dir.clone(),
+            source,
+        };
+        let _ = std::fs::remove_dir_all(&run_dir);
+        std::fs::create_dir_all(&run_dir).map_err(rd)?;
+        let qmp_path = run_dir.join("lab.qmp");
+        let agent_qmp_path = run_dir.join("agent.qmp");
+        let serial = run_dir.join("serial.sock");
+        let stderr = std::fs::File::create(run_dir.join("stderr.log")).map_err(rd)?;
+
+        let binary = "qemu-system-x86_64";
+        let mut cmd = Command::new(binary);
+        cmd.args(["-name", &format!("{},debug-threads=on", spec.name)])
+            .args(["-nodefaults", "-no-user-config", "-display", "none"])
+            .args(["-smp", "1", "-m", &format!("{}M", spec.mem_mib)])
+            .args(["-accel", spec.accel.name()])
+            .args(["-cpu", if spec.accel == Accel::Kvm { "host" } else { "max" }])
+            .args(["-M", "pc"])
+            .arg("-kernel")
+            .arg(&spec.kernel)
+            .arg("-initrd")
+            .arg(&spec.initrd)
+            .args(["-append", &spec.append])
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=ser0,path={},server=on,wait=off",
+                serial.display()
+            ))
+            .args(["-serial", "chardev:ser0"])
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", agent_qmp_path.display()));
+        if spec.incoming {
+            cmd.args(["-incoming", "defer"]);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|source| QemuError::Spawn {
+            binary: binary.into(),
+            source,
+        })?;
+        let mut q = Qemu {
+            child,
+            name: spec.name.clone(),
+            run_dir,
+            qmp_path,
+            agent_qmp_path,
+            spec,
+        };
+        q.wait_for_qmp(Duration::from_secs(30))?;
+        Ok(q)
+    }
+
+    fn wait_for_qmp(&mut self, timeout: Duration) -> Result<(), QemuError> {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let stderr = std::fs::read_to_string(self.run_dir.join("stderr.log")).unwrap_or_default();
+                return Err(QemuError::EarlyExit {
+                    name: self.name.clone(),
+                    status: status.to_string(),
+                    stderr: stderr.trim().chars().take(2000).collect(),
+                });
+            }
+            if self.qmp_path.exists() && self.agent_qmp_path.exists() {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(QemuError::NoQmp {
+                    name: self.name.clone(),
+                    timeout,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Opens a QMP session on the lab's socket.
+    pub fn qmp(&self) -> Result<Qmp, QemuError> {
+        Ok(Qmp::connect(&self.qmp_path, Duration::from_secs(30))?)
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The tail of QEMU's stderr, for error messages.
+    pub fn stderr_tail(&self) -> String {
+        let s = std::fs::read_to_string(self.run_dir.join("stderr.log")).unwrap_or_default();
+        let t = s.trim();
+        t[t.len().saturating_sub(1500)..].to_string()
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}

@@ -1,0 +1,312 @@
+//! The guest workload: its parameters, how they are drawn, and its ops page.
+//!
+//! Parameters travel on the kernel command line (see `lab/guest/README.md`
+//! and `lab/workload/README.md`); the workload publishes a counter of
+//! completed operations in a tagged page of guest RAM that the lab reads from
+//! the host, which is how `performance` is measured without any guest I/O.
+
+use crate::rng::Rng;
+use migsight_agent::guest_memory::GuestMemory;
+use migsight_proto::WorkloadType;
+use std::time::{Duration, Instant};
+
+/// Which program runs in the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Idle,
+    Synthetic,
+    Redis,
+    Memcached,
+    Sqlite,
+    Gzip,
+    Xz,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Idle => "idle",
+            Mode::Synthetic => "synthetic",
+            Mode::Redis => "redis",
+            Mode::Memcached => "memcached",
+            Mode::Sqlite => "sqlite",
+            Mode::Gzip => "gzip",
+            Mode::Xz => "xz",
+        }
+    }
+
+    /// The CSAP `workload_type` code.
+    pub fn workload_type(self) -> WorkloadType {
+        match self {
+            Mode::Idle => WorkloadType::Idle,
+            Mode::Synthetic => WorkloadType::Synthetic,
+            Mode::Redis => WorkloadType::Redis,
+            Mode::Memcached => WorkloadType::Memcached,
+            Mode::Sqlite => WorkloadType::Sqlite,
+            Mode::Gzip | Mode::Xz => WorkloadType::Bzip,
+        }
+    }
+}
+
+/// One workload configuration: `KEY=value` pairs for the kernel command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    pub mode: Mode,
+    pub params: Vec<(&'static str, String)>,
+}
+
+impl Workload {
+    /// The kernel command line for this workload.
+    pub fn kernel_cmdline(&self) -> String {
+        let mut s = format!("console=ttyS0 panic=-1 quiet mitigations=off MODE={}", self.mode.name());
+        for (k, v) in &self.params {
+            s += &format!(" {k}={v}");
+        }
+        s
+    }
+
+    /// The parameters as one `K=V K=V` string, for the dataset.
+    pub fn describe(&self) -> String {
+        let mut s = format!("MODE={}", self.mode.name());
+        for (k, v) in &self.params {
+            s += &format!(" {k}={v}");
+        }
+        s
+    }
+
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// A small, quick synthetic workload for tests and demos.
+    pub fn demo(ws_mb: u64, rate: u64) -> Workload {
+        Workload {
+            mode: Mode::Synthetic,
+            params: vec![
+                ("WS_MB", ws_mb.to_string()),
+                ("RATE", rate.to_string()),
+                ("BYTES", "512".into()),
+                ("ENTROPY", "4".into()),
+                ("COLD_MB", "32".into()),
+                ("COLD_ENTROPY", "6".into()),
+                ("SEED", "1".into()),
+            ],
+        }
+    }
+}
+
+/// The documented parameter ranges the lab draws from (see `data/README.md`).
+pub struct Ranges;
+
+impl Ranges {
+    pub const MEM_MIB: [u64; 5] = [256, 384, 512, 768, 1024];
+    /// Migration bandwidth, bytes/s (10–125 MB/s, log-uniform).
+    pub const BANDWIDTH_BPS: (f64, f64) = (10e6, 125e6);
+    /// Synthetic dirty rate, pages/s (log-uniform; 5 % of draws unthrottled).
+    pub const RATE_PPS: (f64, f64) = (20.0, 60_000.0);
+
+    /// Draws a guest size and a workload that fits in it.
+    pub fn draw(rng: &mut Rng) -> (u64, Workload) {
+        let mem = Self::MEM_MIB[rng.range(0, Self::MEM_MIB.len() as u64 - 1) as usize];
+        // Room for the kernel, initramfs and programs.
+        let room = mem.saturating_sub(120).max(32);
+        let modes = [
+            (Mode::Synthetic, 0.50),
+            (Mode::Idle, 0.08),
+            (Mode::Redis, 0.11),
+            (Mode::Memcached, 0.11),
+            (Mode::Sqlite, 0.10),
+            (Mode::Gzip, 0.05),
+            (Mode::Xz, 0.05),
+        ];
+        let mode = modes[rng.weighted(&modes.map(|m| m.1))].0;
+        let mut p: Vec<(&'static str, String)> = Vec::new();
+        let seed = rng.next_u64() % 1_000_000_007;
+        match mode {
+            Mode::Synthetic => {
+                let ws = rng.log_uniform(4.0, (room as f64 * 0.6).max(5.0)).round() as u64;
+                let rate = if rng.chance(0.05) {
+                    "max".to_string()
+                } else {
+                    (rng.log_uniform(Self::RATE_PPS.0, Self::RATE_PPS.1).round() as u64).to_string()
+                };
+                let bytes = rng.log_uniform(1.0, 4096.0).round().clamp(1.0, 4096.0) as u64;
+                let cold = rng.range(0, room.saturating_sub(ws) * 8 / 10);
+                let pattern = ["random", "random", "seq", "hotcold"][rng.range(0, 3) as usize];
+                let compute = if rng.chance(0.6) { 0 } else { rng.log_uniform(1.0, 2000.0) as u64 };
+                p.push(("WS_MB", ws.to_string()));
+                p.push(("RATE", rate));
+                p.push(("BYTES", bytes.to_string()));
+                p.push(("ENTROPY", rng.range(1, 8).to_string()));
+                p.push(("PATTERN", pattern.to_string()));
+                p.push(("COMPUTE", compute.to_string()));
+                p.push(("COLD_MB", cold.to_string()));
+                p.push(("COLD_ENTROPY", rng.range(0, 8).to_string()));
+            }
+            Mode::Idle => {
+                let ws = rng.log_uniform(8.0, (room as f64 * 0.7).max(9.0)).round() as u64;
+                p.push(("WS_MB", ws.to_string()));
+                p.push(("ENTROPY", rng.range(1, 8).to_string()));
+            }
+            Mode::Redis | Mode::Memcached => {
+                let value = rng.log_uniform(64.0, 16384.0).round() as u64;
+                let max_keys = ((room as f64 * 0.4 * 1048576.0) / (value as f64 + 100.0)).max(100.0);
+                let keys = rng.log_uniform(100.0, max_keys.min(200_000.0).max(101.0)).round() as u64;
+                p.push(("VALUE_BYTES", value.to_string()));
+                p.push(("KEYS", keys.to_string()));
+                p.push(("WRITE_PCT", rng.range(5, 95).to_string()));
+                p.push(("PIPELINE", [1u64, 4, 16][rng.range(0, 2) as usize].to_string()));
+                if rng.chance(0.5) {
+                    p.push(("OPS_RATE", (rng.log_uniform(200.0, 20_000.0) as u64).to_string()));
+                }
+                p.push(("MEM_MB", (room * 6 / 10).max(16).to_string()));
+            }
+            Mode::Sqlite => {
+                p.push(("ROWS_PER_TXN", (rng.log_uniform(1.0, 200.0) as u64).to_string()));
+                p.push(("VALUE_BYTES", (rng.log_uniform(16.0, 4096.0) as u64).to_string()));
+                if rng.chance(0.5) {
+                    p.push(("OPS_RATE", (rng.log_uniform(20.0, 2000.0) as u64).to_string()));
+                }
+            }
+            Mode::Gzip | Mode::Xz => {
+                p.push(("CHUNK_MB", rng.range(2, (room / 4).clamp(3, 64)).to_string()));
+                p.push(("LEVEL", rng.range(1, if mode == Mode::Xz { 3 } else { 9 }).to_string()));
+                p.push(("ENTROPY", rng.range(1, 8).to_string()));
+            }
+        }
+        p.push(("SEED", seed.to_string()));
+        (mem, Workload { mode, params: p })
+    }
+}
+
+/// Offsets in the ops page (`lab/workload/README.md`).
+mod layout {
+    pub const MAGIC: [u8; 16] = [
+        0x6d, 0x69, 0x67, 0x73, 0x69, 0x67, 0x68, 0x74, 0x2d, 0x6f, 0x70, 0x73, 0xa7, 0x3c, 0x5e,
+        0x01,
+    ];
+    pub const OPS: usize = 0x18;
+    pub const HEARTBEAT: usize = 0x28;
+    pub const READY: usize = 0x38;
+    pub const ERROR_MSG: usize = 0x200;
+}
+
+/// Where the workload's ops page is in guest RAM, and how to read it.
+#[derive(Debug, Clone, Copy)]
+pub struct OpsPage {
+    /// Offset of the page in the guest-RAM mapping (same on source and destination).
+    pub offset: u64,
+}
+
+/// A snapshot of the ops page.
+#[derive(Debug, Clone, Copy)]
+pub struct OpsReading {
+    pub ops: u64,
+    pub heartbeat: u64,
+    pub ready: u64,
+    pub at: Instant,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error("reading guest memory: {0}")]
+    Memory(#[from] migsight_agent::error::AgentError),
+    #[error("the workload's ops page was not found in guest RAM within {0:?} (did the guest boot? is the image current?)")]
+    NotFound(Duration),
+    #[error("the workload failed in the guest: {0}")]
+    WorkloadFailed(String),
+    #[error("ops page at offset {0:#x} no longer carries the magic")]
+    Lost(u64),
+}
+
+fn le(buf: &[u8], off: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&buf[off..off + 8]);
+    u64::from_le_bytes(b)
+}
+
+impl OpsPage {
+    /// Scans guest RAM of `pid` until the ready ops page appears.
+    pub fn find(pid: u32, timeout: Duration) -> Result<OpsPage, OpsError> {
+        let start = Instant::now();
+        let mut chunk = vec![0u8; 1 << 20];
+        loop {
+            if let Ok(mem) = GuestMemory::open(pid) {
+                let size = mem.size_bytes();
+                let mut off = 0u64;
+                while off < size {
+                    let len = ((size - off) as usize).min(chunk.len());
+                    if mem.read(off, &mut chunk[..len]).is_ok() {
+                        for p in (0..len).step_by(4096) {
+                            if chunk[p..p + 16] == layout::MAGIC {
+                                let page = OpsPage { offset: off + p as u64 };
+                                let r = page.read_with(&mem)?;
+                                if r.ready == 2 {
+                                    let mut msg = vec![0u8; 256];
+                                    mem.read(page.offset + layout::ERROR_MSG as u64, &mut msg)?;
+                                    let end = msg.iter().position(|b| *b == 0).unwrap_or(msg.len());
+                                    return Err(OpsError::WorkloadFailed(
+                                        String::from_utf8_lossy(&msg[..end]).into_owned(),
+                                    ));
+                                }
+                                if r.ready == 1 {
+                                    return Ok(page);
+                                }
+                            }
+                        }
+                    }
+                    off += len as u64;
+                }
+            }
+            if start.elapsed() > timeout {
+                return Err(OpsError::NotFound(timeout));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn read_with(&self, mem: &GuestMemory) -> Result<OpsReading, OpsError> {
+        let mut buf = vec![0u8; 0x40];
+        mem.read(self.offset, &mut buf)?;
+        if buf[..16] != layout::MAGIC {
+            return Err(OpsError::Lost(self.offset));
+        }
+        Ok(OpsReading {
+            ops: le(&buf, layout::OPS),
+            heartbeat: le(&buf, layout::HEARTBEAT),
+            ready: le(&buf, layout::READY),
+            at: Instant::now(),
+        })
+    }
+
+    /// Reads the counters from the QEMU process `pid`.
+    pub fn read(&self, pid: u32) -> Result<OpsReading, OpsError> {
+        let mem = GuestMemory::open(pid)?;
+        self.read_with(&mem)
+    }
+}
+
+/// Operations per second between two readings.
+pub fn ops_rate(a: &OpsReading, b: &OpsReading) -> Option<f64> {
+    let dt = b.at.duration_since(a.at).as_secs_f64();
+    (dt > 0.0 && b.ops >= a.ops).then(|| (b.ops - a.ops) as f64 / dt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drawn_workloads_fit_and_are_reproducible() {
+        for i in 0..500 {
+            let (mem, w) = Ranges::draw(&mut Rng::derive(42, i));
+            let (mem2, w2) = Ranges::draw(&mut Rng::derive(42, i));
+            assert_eq!((mem, &w), (mem2, &w2));
+            let n = |k: &str| w.param(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            assert!(n("WS_MB") + n("COLD_MB") + 100 <= mem, "{mem} {w:?}");
+            let b = n("BYTES");
+            assert!(w.param("BYTES").is_none() || (1..=4096).contains(&b));
+            assert!(w.kernel_cmdline().contains(&format!("MODE={}", w.mode.name())));
+        }
+    }
+}

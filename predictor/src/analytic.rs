@@ -1,0 +1,139 @@
+//! The analytic pre-copy model: a geometric series over dirty rate and
+//! bandwidth with QEMU's switch-over rule.
+//!
+//! Round 0 sends the whole memory (`VM_size`); each later round re-sends what
+//! was dirtied while the previous round was on the wire, `VM_pdr × t`, bounded
+//! by the working set (`VM_wss`: pages dirtied more often are sent once per
+//! round). QEMU stops the VM and copies the rest when the pending data fits in
+//! `bandwidth × downtime-limit`. With `VM_pdr ≥ VM_ptr` and a working set
+//! larger than that threshold the series never shrinks: the migration does not
+//! converge. Rounds are capped at [`MAX_ROUNDS`].
+//!
+//! Post-copy: one full pass, then the pages dirtied meanwhile are pulled
+//! once each (bounded by the working set); the downtime is the device-state
+//! switch, a constant floor here.
+
+use serde::{Deserialize, Serialize};
+
+/// Iteration cap of the series.
+pub const MAX_ROUNDS: u32 = 30;
+/// Smallest downtime the model predicts (device state, ms).
+pub const MIN_DOWNTIME_MS: f64 = 1.0;
+
+/// An analytic estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Estimate {
+    /// Total time, ms (for a non-convergent series: the time of the capped rounds).
+    pub tt_ms: f64,
+    /// Downtime, ms.
+    pub dt_ms: f64,
+    /// Data on the wire, bytes.
+    pub td_bytes: f64,
+    pub converges: bool,
+    pub rounds: u32,
+}
+
+/// Pre-copy series. Sizes in MiB, rates in MiB/s. `None` when an input
+/// needed (size, dirty rate, bandwidth) is absent or the bandwidth is zero.
+pub fn precopy(
+    size_mib: Option<f64>,
+    pdr_mibps: Option<f64>,
+    wss_mib: Option<f64>,
+    bw_mibps: Option<f64>,
+    downtime_limit_ms: f64,
+) -> Option<Estimate> {
+    let size = size_mib?.max(0.0);
+    let pdr = pdr_mibps?.max(0.0);
+    let bw = bw_mibps.filter(|b| *b > 0.0)?;
+    let bound = wss_mib.unwrap_or(size).min(size).max(0.0);
+    let threshold = bw * downtime_limit_ms.max(0.0) / 1000.0;
+    let mut pending = size;
+    let mut t_ms = 0.0;
+    let mut sent = 0.0;
+    let mut rounds = 0;
+    let converges = loop {
+        if pending <= threshold {
+            break true;
+        }
+        if rounds >= MAX_ROUNDS || (pdr >= bw && bound > threshold && rounds > 0 && pending >= bound) {
+            break false;
+        }
+        let t = pending / bw;
+        t_ms += t * 1000.0;
+        sent += pending;
+        rounds += 1;
+        pending = (pdr * t).min(bound);
+    };
+    let dt_ms = (pending / bw * 1000.0).max(MIN_DOWNTIME_MS);
+    Some(Estimate {
+        tt_ms: t_ms + dt_ms,
+        dt_ms,
+        td_bytes: ((sent + pending) * migsight_proto::feature::MIB).max(4096.0),
+        converges,
+        rounds,
+    })
+}
+
+/// Post-copy estimate (see the module docs).
+pub fn postcopy(
+    size_mib: Option<f64>,
+    pdr_mibps: Option<f64>,
+    wss_mib: Option<f64>,
+    bw_mibps: Option<f64>,
+) -> Option<Estimate> {
+    let size = size_mib?.max(0.0);
+    let pdr = pdr_mibps.unwrap_or(0.0).max(0.0);
+    let bw = bw_mibps.filter(|b| *b > 0.0)?;
+    let bound = wss_mib.unwrap_or(size).min(size).max(0.0);
+    let first = size / bw;
+    let again = (pdr * first).min(bound);
+    let total = size + again;
+    Some(Estimate {
+        tt_ms: total / bw * 1000.0 + MIN_DOWNTIME_MS,
+        dt_ms: MIN_DOWNTIME_MS,
+        td_bytes: (total * migsight_proto::feature::MIB).max(4096.0),
+        converges: true,
+        rounds: 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_vm_is_one_round() {
+        let e = precopy(Some(1000.0), Some(0.0), Some(0.0), Some(100.0), 300.0).unwrap();
+        assert!(e.converges);
+        assert_eq!(e.rounds, 1);
+        assert!((e.tt_ms - 10_000.0 - MIN_DOWNTIME_MS).abs() < 1e-6, "{e:?}");
+        assert!((e.td_bytes - 1000.0 * 1048576.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn geometric_series_converges_below_bandwidth() {
+        // 1000 MiB at 100 MiB/s, dirtying 50 MiB/s: 10 s, 5 s, 2.5 s, ... until ≤ 30 MiB.
+        let e = precopy(Some(1000.0), Some(50.0), Some(1000.0), Some(100.0), 300.0).unwrap();
+        assert!(e.converges);
+        assert!(e.rounds >= 5 && e.rounds <= 6, "{e:?}");
+        assert!(e.tt_ms > 19_000.0 && e.tt_ms < 20_500.0, "{e:?}");
+        assert!(e.dt_ms <= 300.0);
+    }
+
+    #[test]
+    fn dirty_rate_above_bandwidth_does_not_converge() {
+        let e = precopy(Some(1000.0), Some(150.0), Some(800.0), Some(100.0), 300.0).unwrap();
+        assert!(!e.converges);
+        // ... unless the working set fits in one downtime.
+        let e = precopy(Some(1000.0), Some(150.0), Some(20.0), Some(100.0), 300.0).unwrap();
+        assert!(e.converges);
+        assert_eq!(e.rounds, 1);
+    }
+
+    #[test]
+    fn missing_inputs_give_none() {
+        assert!(precopy(None, Some(1.0), None, Some(1.0), 300.0).is_none());
+        assert!(precopy(Some(1.0), Some(1.0), None, Some(0.0), 300.0).is_none());
+        assert!(postcopy(Some(100.0), None, None, Some(10.0)).is_some());
+    }
+}

@@ -1,0 +1,177 @@
+//! The model's input columns: the 14 CSAP features, the 6 composed features,
+//! the downtime limit, and the analytic pre-copy/post-copy estimates.
+//!
+//! A row is a fixed-size `[f64; INPUT_COUNT]`; an absent value is `NaN`
+//! (trees route it by a learned default direction, the SVR and linear models
+//! impute the training median). `VM_ptr` is the migration bandwidth: when a
+//! request gives `bandwidth_bps`, it replaces the feature vector's `VM_ptr`.
+
+use crate::analytic;
+use migsight_proto::feature::MIB;
+use migsight_proto::{Algorithm, ComposedFeatures, Feature, FeatureVector};
+use serde::{Deserialize, Serialize};
+
+/// Number of input columns.
+pub const INPUT_COUNT: usize = Feature::COUNT + 6 + 1 + 5;
+
+/// Index of the first composed feature.
+pub const COMPOSED_START: usize = Feature::COUNT;
+/// Index of the downtime limit.
+pub const DOWNTIME_LIMIT: usize = Feature::COUNT + 6;
+/// Index of ln(analytic total time, ms).
+pub const A_TT: usize = DOWNTIME_LIMIT + 1;
+/// Index of ln(analytic downtime, ms).
+pub const A_DT: usize = DOWNTIME_LIMIT + 2;
+/// Index of ln(analytic transferred data, bytes).
+pub const A_TD: usize = DOWNTIME_LIMIT + 3;
+/// Index of the analytic convergence flag (1 converges, 0 not).
+pub const A_CONV: usize = DOWNTIME_LIMIT + 4;
+/// Index of dirty rate / bandwidth.
+pub const DIRTY_RATIO: usize = DOWNTIME_LIMIT + 5;
+
+/// One input column, self-described in the model file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    pub name: String,
+    pub unit: String,
+    pub description: String,
+}
+
+/// Name of input column `i`.
+pub fn name(i: usize) -> &'static str {
+    const EXTRA: [&str; 6] = ["downtime_limit_ms", "A.TT", "A.DT", "A.TD", "A.CONV", "DIRTY.RATIO"];
+    if i < Feature::COUNT {
+        Feature::ALL[i].column()
+    } else if i < DOWNTIME_LIMIT {
+        ComposedFeatures::NAMES[i - COMPOSED_START]
+    } else {
+        EXTRA[i - DOWNTIME_LIMIT]
+    }
+}
+
+/// Unit of input column `i`.
+pub fn unit(i: usize) -> &'static str {
+    const COMPOSED: [&str; 6] = ["MiB", "MiB", "MiB", "MiB", "MiB/s", "MiB"];
+    const EXTRA: [&str; 6] = ["ms", "ln(ms)", "ln(ms)", "ln(bytes)", "0/1", "ratio"];
+    if i < Feature::COUNT {
+        Feature::ALL[i].unit()
+    } else if i < DOWNTIME_LIMIT {
+        COMPOSED[i - COMPOSED_START]
+    } else {
+        EXTRA[i - DOWNTIME_LIMIT]
+    }
+}
+
+/// Description of input column `i`.
+pub fn description(i: usize) -> &'static str {
+    if i < Feature::COUNT {
+        return Feature::ALL[i].description();
+    }
+    match i {
+        DOWNTIME_LIMIT => "QEMU downtime-limit of the migration",
+        A_TT => "analytic estimate of total time (pre-copy series; post-copy formula for postcopy)",
+        A_DT => "analytic estimate of downtime",
+        A_TD => "analytic estimate of transferred data",
+        A_CONV => "whether the analytic pre-copy series converges",
+        DIRTY_RATIO => "page dirty rate divided by the migration bandwidth",
+        _ => "composed feature (see migsight_proto::ComposedFeatures)",
+    }
+}
+
+/// All input specs.
+pub fn specs() -> Vec<InputSpec> {
+    (0..INPUT_COUNT)
+        .map(|i| InputSpec {
+            name: name(i).to_string(),
+            unit: unit(i).to_string(),
+            description: description(i).to_string(),
+        })
+        .collect()
+}
+
+/// Index of an input column by name; also accepts the group names
+/// `raw`, `composed`, `analytic` (returns several).
+pub fn resolve(name_or_group: &str) -> Option<Vec<usize>> {
+    let s = name_or_group.trim();
+    match s {
+        "raw" => return Some((0..Feature::COUNT).collect()),
+        "composed" => return Some((COMPOSED_START..DOWNTIME_LIMIT).collect()),
+        "analytic" => return Some((A_TT..INPUT_COUNT).collect()),
+        _ => {}
+    }
+    (0..INPUT_COUNT).find(|&i| name(i) == s).map(|i| vec![i])
+}
+
+/// The analytic estimate used for `algorithm`'s inputs.
+pub fn analytic_estimate(fv: &FeatureVector, algorithm: Algorithm, downtime_limit_ms: f64) -> Option<analytic::Estimate> {
+    let size = fv.get(Feature::VmSize);
+    let pdr = fv.get(Feature::VmPdr);
+    let wss = fv.get(Feature::VmWss);
+    let bw = fv.get(Feature::VmPtr);
+    match algorithm {
+        Algorithm::Postcopy => analytic::postcopy(size, pdr, wss, bw),
+        _ => analytic::precopy(size, pdr, wss, bw, downtime_limit_ms),
+    }
+}
+
+/// Builds the input row for `algorithm`. `fv`'s `VM_ptr` must already be the
+/// migration bandwidth in MiB/s.
+pub fn row(fv: &FeatureVector, algorithm: Algorithm, downtime_limit_ms: f64) -> [f64; INPUT_COUNT] {
+    let mut x = [f64::NAN; INPUT_COUNT];
+    for f in Feature::ALL {
+        if let Some(v) = fv.get(f) {
+            x[f.index()] = v;
+        }
+    }
+    for (k, v) in fv.composed().values().into_iter().enumerate() {
+        if let Some(v) = v {
+            x[COMPOSED_START + k] = v;
+        }
+    }
+    x[DOWNTIME_LIMIT] = downtime_limit_ms;
+    if let Some(e) = analytic_estimate(fv, algorithm, downtime_limit_ms) {
+        x[A_TT] = e.tt_ms.max(1e-3).ln();
+        x[A_DT] = e.dt_ms.max(1e-3).ln();
+        x[A_TD] = e.td_bytes.max(1.0).ln();
+        x[A_CONV] = if e.converges { 1.0 } else { 0.0 };
+    }
+    if let (Some(p), Some(b)) = (fv.get(Feature::VmPdr), fv.get(Feature::VmPtr)) {
+        if b > 0.0 {
+            x[DIRTY_RATIO] = p / b;
+        }
+    }
+    x
+}
+
+/// `bandwidth_bps` in the schema's MiB/s.
+pub fn bandwidth_mibps(bandwidth_bps: f64) -> f64 {
+    bandwidth_bps / MIB
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_resolvable() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..INPUT_COUNT {
+            assert!(seen.insert(name(i)), "{}", name(i));
+            assert_eq!(resolve(name(i)), Some(vec![i]));
+        }
+        assert_eq!(resolve("composed").unwrap().len(), 6);
+        assert!(resolve("nope").is_none());
+    }
+
+    #[test]
+    fn rows_mark_absence_as_nan() {
+        let fv = FeatureVector::new().with(Feature::VmSize, 1000.0).with(Feature::VmPtr, 100.0);
+        let x = row(&fv, Algorithm::Precopy, 300.0);
+        assert_eq!(x[Feature::VmSize.index()], 1000.0);
+        assert!(x[Feature::VmWss.index()].is_nan());
+        assert!(x[A_TT].is_nan(), "no dirty rate, no analytic estimate");
+        let x = row(&fv.with(Feature::VmPdr, 10.0), Algorithm::Precopy, 300.0);
+        assert!(x[A_TT].is_finite());
+        assert_eq!(x[A_CONV], 1.0);
+    }
+}
