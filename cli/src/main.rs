@@ -8,6 +8,9 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod install;
+mod migrate;
+mod plan;
 mod predict;
 mod table;
 
@@ -30,6 +33,14 @@ enum Command {
     Eval(migsight_predictor::cli::EvalArgs),
     /// Predict from a features file, without a VM.
     Predict(predict::PredictArgs),
+    /// Profile a VM and recommend a migration algorithm under an SLA.
+    Plan(plan::PlanArgs),
+    /// Migrate a VM with the recommended (or a given) algorithm, and record the outcome.
+    Migrate(migrate::MigrateArgs),
+    /// Install binaries, systemd units, config and the default model.
+    Install(install::InstallArgs),
+    /// Remove what `install` put in place.
+    Uninstall(install::UninstallArgs),
     /// Run real QEMU migrations to produce labelled training data.
     Lab(migsight_lab::cli::LabArgs),
 }
@@ -52,6 +63,10 @@ fn main() -> ExitCode {
         Command::Train(a) => migsight_predictor::cli::train(a),
         Command::Eval(a) => migsight_predictor::cli::eval(a),
         Command::Predict(a) => predict::run(a),
+        Command::Plan(a) => plan::run(a),
+        Command::Migrate(a) => migrate::run(a),
+        Command::Install(a) => install::install(a),
+        Command::Uninstall(a) => install::uninstall(a),
         Command::Lab(a) => migsight_lab::cli::run(a),
     };
     match result {
