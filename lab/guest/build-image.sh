@@ -39,7 +39,7 @@ TARGET_TRIPLE=x86_64-unknown-linux-gnu
 # Real programs run by the workload's driver modes, and the Debian packages
 # the image needs on the build host.
 PROGRAMS=(redis-server memcached sqlite3 xz gzip)
-APT_PKGS=(busybox-static cpio lz4 gzip redis-server memcached sqlite3 xz-utils binutils)
+APT_PKGS=(busybox-static cpio lz4 gzip redis-server memcached sqlite3 xz-utils binutils libc6-dev)
 # The 16-byte ops-page magic (see lab/workload/README.md); it must not appear
 # verbatim anywhere in the initramfs. Written as a grep -P escape, not raw bytes.
 MAGIC_RE='migsight-ops\xa7\x3c\x5e\x01'
@@ -134,7 +134,8 @@ else
     TDIR=${CARGO_TARGET_DIR:-$REPO/target}
     log "cargo build -p migsight-workload (static, --target $TARGET_TRIPLE, target dir $TDIR)"
     # --target keeps RUSTFLAGS away from build scripts and proc macros.
-    (cd "$REPO" && CARGO_TARGET_DIR="$TDIR" RUSTFLAGS="-C target-feature=+crt-static" \
+    # (libc6-dev provides the static glibc; CARGO_ENCODED_RUSTFLAGS would override RUSTFLAGS.)
+    (cd "$REPO" && env -u CARGO_ENCODED_RUSTFLAGS CARGO_TARGET_DIR="$TDIR" RUSTFLAGS="-C target-feature=+crt-static" \
         cargo build --release --quiet --target "$TARGET_TRIPLE" -p migsight-workload) ||
         die "building migsight-workload failed (is the $TARGET_TRIPLE target installed? rustup target add $TARGET_TRIPLE)"
     WL_BIN=$TDIR/$TARGET_TRIPLE/release/migsight-workload
@@ -189,7 +190,7 @@ outputs_ok() {
     local f want have
     for f in vmlinuz vmlinux initramfs.cpio.gz; do
         [ -f "$OUT/$f" ] || return 1
-        want=$(awk -v f="$f" '$1 == "output" && $3 == f { print $2 }' "$OUT/manifest.txt" 2>/dev/null)
+        want=$(awk -v f="$f" 'length($1) == 64 && $2 == f { print $1; exit }' "$OUT/manifest.txt" 2>/dev/null)
         have=$(sha256sum <"$OUT/$f" | cut -d' ' -f1)
         [ -n "$want" ] && [ "$want" = "$have" ] || return 1
     done
@@ -282,24 +283,25 @@ if grep -qaP "$MAGIC_RE" "$STAGE/initramfs.cpio"; then
 fi
 gzip -n -9 <"$STAGE/initramfs.cpio" >"$STAGE/initramfs.cpio.gz"
 
-# Manifest.
+# Manifest. Lines "<sha256>  <name>" are in sha256sum format (the outputs,
+# then the initramfs members as "initramfs:<path>"); the rest are "key value".
 sum() { sha256sum <"$1" | cut -d' ' -f1; }
 {
     echo "# migsight guest image, built by lab/guest/build-image.sh"
-    echo "# 'output <sha256> <file>' lines are checked by the script's up-to-date test."
     echo "format 1"
     echo "inputs_sha256 $INPUTS_HASH"
     echo "kernel_package $KPKG=$KVER"
     echo "kernel_release $KREL"
-    echo "output $(sum "$STAGE/vmlinuz") vmlinuz"
-    echo "output $(sum "$STAGE/vmlinux") vmlinux"
-    echo "output $(sum "$STAGE/initramfs.cpio.gz") initramfs.cpio.gz"
-    echo "initramfs_cpio_sha256 $(sum "$STAGE/initramfs.cpio")"
+    echo "# outputs (sha256sum format)"
+    for f in vmlinuz vmlinux initramfs.cpio.gz; do
+        echo "$(sum "$STAGE/$f")  $f"
+    done
+    echo "initramfs_uncompressed_sha256 $(sum "$STAGE/initramfs.cpio")"
     echo "initramfs_bytes $(stat -c %s "$STAGE/initramfs.cpio.gz") compressed, $(stat -c %s "$STAGE/initramfs.cpio") uncompressed"
-    echo "workload_sha256 $(sum "$WL_BIN") (unstripped build output; stripped copy in the image)"
+    echo "workload_build_sha256 $(sum "$WL_BIN") (unstripped; the image holds a stripped copy)"
     pkgver busybox-static redis-server memcached sqlite3 xz-utils gzip libc6 | sed 's/^/package /'
     echo "qemu_append console=ttyS0 panic=-1 quiet mitigations=off MODE=synthetic WS_MB=64 RATE=2000"
-    echo "# workload parameters (kernel command line KEY=value; defaults; ranges) - see lab/workload/README.md"
+    echo "# workload parameters: param NAME DEFAULT RANGE (kernel command line KEY=value; lab/workload/README.md)"
     cat <<'EOF'
 param MODE synthetic idle|synthetic|redis|memcached|sqlite|gzip|xz
 param WS_MB 64 1..(guest RAM - ~100 MiB)
@@ -308,10 +310,10 @@ param BYTES 512 1..4096
 param ENTROPY 8 1..8
 param PATTERN random random|seq|hotcold
 param LAYOUT scatter scatter|run
-param COMPUTE 0 0..2^32
+param COMPUTE 0 0..4294967296
 param COLD_MB 0 0..
 param COLD_ENTROPY 8 0..8
-param SEED 1 u64
+param SEED 1 0..2^64-1
 param VALUE_BYTES 1024 1..1048576
 param KEYS 10000 1..100000000
 param WRITE_PCT 50 0..100
@@ -322,9 +324,9 @@ param CHUNK_MB 16 1..4096
 param ROWS_PER_TXN 4 1..10000
 param MEM_MB 256 16..
 EOF
-    echo "# initramfs members (regular files): member <sha256> <path>"
+    echo "# initramfs members (regular files, sha256sum format)"
     (cd "$R" && find . -mindepth 1 -type f | sort | while read -r f; do
-        echo "member $(sha256sum <"$f" | cut -d' ' -f1) ${f#.}"
+        echo "$(sha256sum <"$f" | cut -d' ' -f1)  initramfs:${f#.}"
     done)
     echo "busybox_applet_symlinks $(find "$R/bin" -type l | wc -l)"
 } >"$STAGE/manifest.txt"

@@ -37,6 +37,13 @@ pub struct LabArgs {
     /// Algorithms to migrate each state with (comma-separated; default all five).
     #[arg(long, value_delimiter = ',')]
     pub algorithms: Vec<Algorithm>,
+    /// Migrate each state this many times per algorithm (the noise floor: same state, same algorithm).
+    #[arg(long, default_value_t = 1)]
+    pub repeats: usize,
+    /// Print the sanity report of an existing lab CSV (per algorithm medians, non-converged share,
+    /// counts, repeat variance) instead of running migrations.
+    #[arg(long, value_name = "CSV")]
+    pub report: Option<PathBuf>,
     /// Use one small fixed synthetic workload (256 MiB guest, 50 MB/s) instead of drawing.
     #[arg(long)]
     pub quick: bool,
@@ -67,6 +74,7 @@ impl LabArgs {
             } else {
                 self.algorithms.clone()
             },
+            repeats: self.repeats,
             fixed: self.quick.then(|| Fixed {
                 mem_mib: 256,
                 workload: Workload::demo(16, 500),
@@ -78,6 +86,11 @@ impl LabArgs {
 }
 
 pub fn run(args: LabArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.report {
+        let d = migsight_proto::csv::read_path(path)?;
+        print!("{}", crate::report::render(&d));
+        return Ok(());
+    }
     let cancel = crate::interrupt::flag();
     let cfg = args.config();
     eprintln!("lab: preparing the guest image (built once, then cached)");
@@ -99,7 +112,11 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
         s.written,
         s.non_converged,
         s.failed,
-        if cancel.load(std::sync::atomic::Ordering::Relaxed) { " (interrupted)" } else { "" }
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            " (interrupted)"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

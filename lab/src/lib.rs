@@ -10,6 +10,7 @@ pub mod guest;
 pub mod interrupt;
 pub mod migration;
 pub mod qemu;
+pub mod report;
 pub mod rng;
 pub mod runner;
 pub mod workload;

@@ -86,7 +86,9 @@ impl MigrationConfig {
             .filter(|(_, on)| *on)
             .map(|(c, _)| format!("{{\"capability\":\"{c}\",\"state\":true}}"))
             .collect();
-        let mut s = String::from("start QEMU with the same machine options plus `-incoming defer`, then over its QMP:\n");
+        let mut s = String::from(
+            "start QEMU with the same machine options plus `-incoming defer`, then over its QMP:\n",
+        );
         if !caps.is_empty() {
             s += &format!(
                 "  {{\"execute\":\"migrate-set-capabilities\",\"arguments\":{{\"capabilities\":[{}]}}}}\n",
@@ -105,7 +107,11 @@ impl MigrationConfig {
 }
 
 /// Prepares a destination QEMU started with `-incoming defer`.
-pub fn prepare_destination(dst: &mut Qmp, cfg: &MigrationConfig, uri: &str) -> Result<(), QmpError> {
+pub fn prepare_destination(
+    dst: &mut Qmp,
+    cfg: &MigrationConfig,
+    uri: &str,
+) -> Result<(), QmpError> {
     dst.set_capabilities(&cfg.capabilities(false))?;
     dst.set_parameters(cfg.destination_parameters())?;
     dst.execute("migrate-incoming", Some(json!({ "uri": uri })))?;
@@ -152,7 +158,11 @@ fn u(v: &Value, p: &str) -> u64 {
 }
 
 fn progress_of(info: &Value, elapsed: Duration) -> Progress {
-    let status = info.get("status").and_then(Value::as_str).unwrap_or("").to_string();
+    let status = info
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     Progress {
         elapsed,
         postcopy: status.starts_with("postcopy"),
@@ -191,7 +201,10 @@ pub fn migrate(
 ) -> Result<MigrationOutcome, MigrateError> {
     let before = src.query_migrate()?;
     if let Some(s) = before.get("status").and_then(Value::as_str) {
-        if matches!(s, "setup" | "active" | "pre-switchover" | "device" | "postcopy-active" | "cancelling") {
+        if matches!(
+            s,
+            "setup" | "active" | "pre-switchover" | "device" | "postcopy-active" | "cancelling"
+        ) {
             return Err(MigrateError::Busy(s.into()));
         }
     }
@@ -223,7 +236,9 @@ pub fn migrate(
                 } else if cancelled_at_cap {
                     Some(format!("did not converge within {:?}; cancelled", cfg.cap))
                 } else {
-                    info.get("error-desc").and_then(Value::as_str).map(str::to_string)
+                    info.get("error-desc")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
                 };
                 if interrupted {
                     return Err(MigrateError::Interrupted);
@@ -276,7 +291,10 @@ mod tests {
             let cfg = MigrationConfig::new(a, 1e8);
             let src = cfg.capabilities(true);
             assert_eq!(src.len(), 4);
-            assert_eq!(src.iter().filter(|(_, on)| *on).count(), usize::from(a != Algorithm::Precopy));
+            assert_eq!(
+                src.iter().filter(|(_, on)| *on).count(),
+                usize::from(a != Algorithm::Precopy)
+            );
             let dst = cfg.capabilities(false);
             assert!(dst.iter().all(|(c, _)| *c != "auto-converge"));
         }

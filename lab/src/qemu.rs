@@ -101,7 +101,14 @@ impl Qemu {
             .args(["-nodefaults", "-no-user-config", "-display", "none"])
             .args(["-smp", "1", "-m", &format!("{}M", spec.mem_mib)])
             .args(["-accel", spec.accel.name()])
-            .args(["-cpu", if spec.accel == Accel::Kvm { "host" } else { "max" }])
+            .args([
+                "-cpu",
+                if spec.accel == Accel::Kvm {
+                    "host"
+                } else {
+                    "max"
+                },
+            ])
             .args(["-M", "pc"])
             .arg("-kernel")
             .arg(&spec.kernel)
@@ -117,11 +124,16 @@ impl Qemu {
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
             .arg("-qmp")
-            .arg(format!("unix:{},server=on,wait=off", agent_qmp_path.display()));
+            .arg(format!(
+                "unix:{},server=on,wait=off",
+                agent_qmp_path.display()
+            ));
         if spec.incoming {
             cmd.args(["-incoming", "defer"]);
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
@@ -151,7 +163,8 @@ impl Qemu {
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                let stderr = std::fs::read_to_string(self.run_dir.join("stderr.log")).unwrap_or_default();
+                let stderr =
+                    std::fs::read_to_string(self.run_dir.join("stderr.log")).unwrap_or_default();
                 return Err(QemuError::EarlyExit {
                     name: self.name.clone(),
                     status: status.to_string(),
@@ -189,7 +202,8 @@ impl Qemu {
     pub fn stderr_tail(&self) -> String {
         let s = std::fs::read_to_string(self.run_dir.join("stderr.log")).unwrap_or_default();
         let t = s.trim();
-        t[t.len().saturating_sub(1500)..].to_string()
+        let skip = t.chars().count().saturating_sub(1500);
+        t.chars().skip(skip).collect()
     }
 }
 

@@ -82,6 +82,8 @@ pub struct LabConfig {
     pub warmup: Duration,
     /// Algorithms per group (each group migrates its state with all of them).
     pub algorithms: Vec<Algorithm>,
+    /// Times each algorithm migrates the same state (>1 measures the noise floor).
+    pub repeats: usize,
     pub fixed: Option<Fixed>,
     /// Where QEMU sockets and snapshots live while a group runs.
     pub runs_dir: PathBuf,
@@ -133,7 +135,13 @@ fn next_group_index(out: &Path, seed: u64) -> Result<u64> {
     let prefix = format!("s{seed}-g");
     Ok(d.samples
         .iter()
-        .filter_map(|s| s.group_id.as_deref()?.strip_prefix(&prefix)?.parse::<u64>().ok())
+        .filter_map(|s| {
+            s.group_id
+                .as_deref()?
+                .strip_prefix(&prefix)?
+                .parse::<u64>()
+                .ok()
+        })
         .max()
         .map(|m| m + 1)
         .unwrap_or(0))
@@ -164,7 +172,11 @@ pub fn run(cfg: &LabConfig, image: &GuestImage, cancel: &AtomicBool) -> Result<L
                 (m, w, bw.round())
             }
         };
-        let mut algorithms = cfg.algorithms.clone();
+        let mut algorithms: Vec<Algorithm> = cfg
+            .algorithms
+            .iter()
+            .flat_map(|a| std::iter::repeat_n(*a, cfg.repeats.max(1)))
+            .collect();
         rng.shuffle(&mut algorithms);
         algorithms.truncate(cfg.samples - summary.written);
         let group_id = format!("s{}-g{}", cfg.seed, group);
@@ -258,8 +270,9 @@ impl GroupCtx<'_> {
         let _cleanup = RemoveOnDrop(state.clone());
         let ops_page = {
             let boot = Qemu::start(self.spec("boot", false), &self.cfg.runs_dir)?;
-            let page = OpsPage::find(boot.pid(), Duration::from_secs(180))
-                .with_context(|| format!("waiting for the workload ({})", self.workload.describe()))?;
+            let page = OpsPage::find(boot.pid(), Duration::from_secs(180)).with_context(|| {
+                format!("waiting for the workload ({})", self.workload.describe())
+            })?;
             sleep_unless(self.cfg.warmup, cancel);
             let mut q = boot.qmp()?;
             q.set_parameters(json!({"max-bandwidth": 10_000_000_000u64}))?;
@@ -283,9 +296,18 @@ impl GroupCtx<'_> {
         Ok(())
     }
 
-    fn one(&self, algo: Algorithm, state: &Path, page: OpsPage, cancel: &AtomicBool) -> Result<Sample> {
+    fn one(
+        &self,
+        algo: Algorithm,
+        state: &Path,
+        page: OpsPage,
+        cancel: &AtomicBool,
+    ) -> Result<Sample> {
         // Restore the snapshot into a fresh source.
-        let mut src = Qemu::start(self.spec(&format!("{}-src", algo.name()), true), &self.cfg.runs_dir)?;
+        let mut src = Qemu::start(
+            self.spec(&format!("{}-src", algo.name()), true),
+            &self.cfg.runs_dir,
+        )?;
         let mut sq = src.qmp()?;
         sq.execute(
             "migrate-incoming",
@@ -301,7 +323,10 @@ impl GroupCtx<'_> {
                 sq.execute("cont", None)?;
             }
             if t0.elapsed() > Duration::from_secs(60) {
-                bail!("restoring the snapshot took over 60 s (status {status}); {}", src.stderr_tail());
+                bail!(
+                    "restoring the snapshot took over 60 s (status {status}); {}",
+                    src.stderr_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -325,7 +350,10 @@ impl GroupCtx<'_> {
         let ops_before = ops_rate(&ops_a, &ops_b);
 
         // Destination and migration.
-        let dst = Qemu::start(self.spec(&format!("{}-dst", algo.name()), true), &self.cfg.runs_dir)?;
+        let dst = Qemu::start(
+            self.spec(&format!("{}-dst", algo.name()), true),
+            &self.cfg.runs_dir,
+        )?;
         let mut dq = dst.qmp()?;
         let mut mcfg = MigrationConfig::new(algo, self.bandwidth_bps);
         mcfg.cap = self.cfg.cap;
@@ -337,13 +365,24 @@ impl GroupCtx<'_> {
         let tx_a = lo_tx_bytes();
         let ops_start = page.read(src_pid)?;
         let cpu_start = procfs::process_cpu_seconds(src_pid)?;
-        let outcome = migration::migrate(&mut sq, &mcfg, &uri, Duration::from_millis(100), cancel, |_| {
-            if let Ok(r) = procfs::process_rss_bytes(src_pid) {
-                rss_peak = rss_peak.max(r);
-            }
-        })?;
+        let outcome = migration::migrate(
+            &mut sq,
+            &mcfg,
+            &uri,
+            Duration::from_millis(100),
+            cancel,
+            |_| {
+                if let Ok(r) = procfs::process_rss_bytes(src_pid) {
+                    rss_peak = rss_peak.max(r);
+                }
+            },
+        )?;
         // The guest now runs where the migration left it.
-        let runs_on = if outcome.converged { dst.pid() } else { src_pid };
+        let runs_on = if outcome.converged {
+            dst.pid()
+        } else {
+            src_pid
+        };
         let ops_end: OpsReading = page.read(runs_on)?;
         let cpu_end = procfs::process_cpu_seconds(src_pid)?;
         let tx_b = lo_tx_bytes();
@@ -363,10 +402,15 @@ impl GroupCtx<'_> {
             group_id: Some(self.group_id.clone()),
             ..Sample::default()
         };
-        s.features.set(Feature::VmPtr, Some(self.bandwidth_bps / MIB));
+        s.features
+            .set(Feature::VmPtr, Some(self.bandwidth_bps / MIB));
         s.set_label(
             Metric::TT,
-            if outcome.converged { outcome.total_time_ms } else { self.cfg.cap.as_secs_f64() * 1000.0 },
+            if outcome.converged {
+                outcome.total_time_ms
+            } else {
+                self.cfg.cap.as_secs_f64() * 1000.0
+            },
         );
         if let Some(dt) = outcome.downtime_ms {
             s.set_label(Metric::DT, dt);
@@ -379,7 +423,15 @@ impl GroupCtx<'_> {
         }
         s.set_label(Metric::CPU, extra_cpu);
         s.set_label(Metric::MEM, extra_mem);
-        s.extra = self.extra_columns(&mcfg, &outcome, &qemu_version, ops_before, ops_during, &report, tx_a.zip(tx_b).map(|(a, b)| b.saturating_sub(a)));
+        s.extra = self.extra_columns(
+            &mcfg,
+            &outcome,
+            &qemu_version,
+            ops_before,
+            ops_during,
+            &report,
+            tx_a.zip(tx_b).map(|(a, b)| b.saturating_sub(a)),
+        );
         Ok(s)
     }
 
@@ -429,7 +481,9 @@ impl GroupCtx<'_> {
             opt(pdr_err),
             opt(load1()),
             self.image.sha256_of("vmlinuz").unwrap_or_default(),
-            self.image.sha256_of("initramfs.cpio.gz").unwrap_or_default(),
+            self.image
+                .sha256_of("initramfs.cpio.gz")
+                .unwrap_or_default(),
             unix_now().to_string(),
         ];
         EXTRA_COLUMNS
@@ -450,7 +504,9 @@ fn wait_migration_end(q: &mut migsight_agent::qmp::Qmp, timeout: Duration) -> Re
             Some(s @ ("failed" | "cancelled")) => {
                 return Err(anyhow!(
                     "migration {s}: {}",
-                    info.get("error-desc").and_then(|e| e.as_str()).unwrap_or("no reason given")
+                    info.get("error-desc")
+                        .and_then(|e| e.as_str())
+                        .unwrap_or("no reason given")
                 ))
             }
             _ => {}

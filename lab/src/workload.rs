@@ -58,7 +58,10 @@ pub struct Workload {
 impl Workload {
     /// The kernel command line for this workload.
     pub fn kernel_cmdline(&self) -> String {
-        let mut s = format!("console=ttyS0 panic=-1 quiet mitigations=off MODE={}", self.mode.name());
+        let mut s = format!(
+            "console=ttyS0 panic=-1 quiet mitigations=off MODE={}",
+            self.mode.name()
+        );
         for (k, v) in &self.params {
             s += &format!(" {k}={v}");
         }
@@ -75,7 +78,10 @@ impl Workload {
     }
 
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A small, quick synthetic workload for tests and demos.
@@ -133,7 +139,11 @@ impl Ranges {
                 let bytes = rng.log_uniform(1.0, 4096.0).round().clamp(1.0, 4096.0) as u64;
                 let cold = rng.range(0, room.saturating_sub(ws) * 8 / 10);
                 let pattern = ["random", "random", "seq", "hotcold"][rng.range(0, 3) as usize];
-                let compute = if rng.chance(0.6) { 0 } else { rng.log_uniform(1.0, 2000.0) as u64 };
+                let compute = if rng.chance(0.6) {
+                    0
+                } else {
+                    rng.log_uniform(1.0, 2000.0) as u64
+                };
                 p.push(("WS_MB", ws.to_string()));
                 p.push(("RATE", rate));
                 p.push(("BYTES", bytes.to_string()));
@@ -150,27 +160,52 @@ impl Ranges {
             }
             Mode::Redis | Mode::Memcached => {
                 let value = rng.log_uniform(64.0, 16384.0).round() as u64;
-                let max_keys = ((room as f64 * 0.4 * 1048576.0) / (value as f64 + 100.0)).max(100.0);
-                let keys = rng.log_uniform(100.0, max_keys.min(200_000.0).max(101.0)).round() as u64;
+                let max_keys =
+                    ((room as f64 * 0.4 * 1048576.0) / (value as f64 + 100.0)).max(100.0);
+                let keys = rng
+                    .log_uniform(100.0, max_keys.min(200_000.0).max(101.0))
+                    .round() as u64;
                 p.push(("VALUE_BYTES", value.to_string()));
                 p.push(("KEYS", keys.to_string()));
                 p.push(("WRITE_PCT", rng.range(5, 95).to_string()));
-                p.push(("PIPELINE", [1u64, 4, 16][rng.range(0, 2) as usize].to_string()));
+                p.push((
+                    "PIPELINE",
+                    [1u64, 4, 16][rng.range(0, 2) as usize].to_string(),
+                ));
                 if rng.chance(0.5) {
-                    p.push(("OPS_RATE", (rng.log_uniform(200.0, 20_000.0) as u64).to_string()));
+                    p.push((
+                        "OPS_RATE",
+                        (rng.log_uniform(200.0, 20_000.0) as u64).to_string(),
+                    ));
                 }
                 p.push(("MEM_MB", (room * 6 / 10).max(16).to_string()));
             }
             Mode::Sqlite => {
-                p.push(("ROWS_PER_TXN", (rng.log_uniform(1.0, 200.0) as u64).to_string()));
-                p.push(("VALUE_BYTES", (rng.log_uniform(16.0, 4096.0) as u64).to_string()));
+                p.push((
+                    "ROWS_PER_TXN",
+                    (rng.log_uniform(1.0, 200.0) as u64).to_string(),
+                ));
+                p.push((
+                    "VALUE_BYTES",
+                    (rng.log_uniform(16.0, 4096.0) as u64).to_string(),
+                ));
                 if rng.chance(0.5) {
-                    p.push(("OPS_RATE", (rng.log_uniform(20.0, 2000.0) as u64).to_string()));
+                    p.push((
+                        "OPS_RATE",
+                        (rng.log_uniform(20.0, 2000.0) as u64).to_string(),
+                    ));
                 }
             }
             Mode::Gzip | Mode::Xz => {
-                p.push(("CHUNK_MB", rng.range(2, (room / 4).clamp(3, 64)).to_string()));
-                p.push(("LEVEL", rng.range(1, if mode == Mode::Xz { 3 } else { 9 }).to_string()));
+                p.push((
+                    "CHUNK_MB",
+                    rng.range(2, (room / 4).clamp(3, 64)).to_string(),
+                ));
+                p.push((
+                    "LEVEL",
+                    rng.range(1, if mode == Mode::Xz { 3 } else { 9 })
+                        .to_string(),
+                ));
                 p.push(("ENTROPY", rng.range(1, 8).to_string()));
             }
         }
@@ -239,7 +274,9 @@ impl OpsPage {
                     if mem.read(off, &mut chunk[..len]).is_ok() {
                         for p in (0..len).step_by(4096) {
                             if chunk[p..p + 16] == layout::MAGIC {
-                                let page = OpsPage { offset: off + p as u64 };
+                                let page = OpsPage {
+                                    offset: off + p as u64,
+                                };
                                 let r = page.read_with(&mem)?;
                                 if r.ready == 2 {
                                     let mut msg = vec![0u8; 256];
@@ -306,7 +343,9 @@ mod tests {
             assert!(n("WS_MB") + n("COLD_MB") + 100 <= mem, "{mem} {w:?}");
             let b = n("BYTES");
             assert!(w.param("BYTES").is_none() || (1..=4096).contains(&b));
-            assert!(w.kernel_cmdline().contains(&format!("MODE={}", w.mode.name())));
+            assert!(w
+                .kernel_cmdline()
+                .contains(&format!("MODE={}", w.mode.name())));
         }
     }
 }

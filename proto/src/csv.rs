@@ -177,7 +177,11 @@ pub fn read<R: Read>(r: R, name: &str) -> Result<Dataset, CsvError> {
     let mut seen = std::collections::HashSet::new();
     for h in headers.iter() {
         if !seen.insert(h.to_string()) {
-            return Err(perr(1, Some(h), "column appears twice in the header".into()));
+            return Err(perr(
+                1,
+                Some(h),
+                "column appears twice in the header".into(),
+            ));
         }
         cols.push(classify(h, &mut extra_columns));
     }
@@ -208,26 +212,36 @@ pub fn read<R: Read>(r: R, name: &str) -> Result<Dataset, CsvError> {
                 if is_absent(cell) {
                     return Ok(None);
                 }
-                let v: f64 = cell.parse().map_err(|_| {
-                    perr(line, Some(col_name), format!("{cell:?} is not a number"))
-                })?;
+                let v: f64 = cell
+                    .parse()
+                    .map_err(|_| perr(line, Some(col_name), format!("{cell:?} is not a number")))?;
                 if !v.is_finite() {
-                    return Err(perr(line, Some(col_name), format!("{cell:?} is not a finite number")));
+                    return Err(perr(
+                        line,
+                        Some(col_name),
+                        format!("{cell:?} is not a finite number"),
+                    ));
                 }
                 Ok(Some(v))
             };
             match cols[i] {
                 Col::Capability => {
                     if !is_absent(cell) {
-                        s.algorithm = Some(cell.parse().map_err(|e: crate::algorithm::UnknownAlgorithm| {
-                            perr(line, Some(col_name), e.to_string())
-                        })?);
+                        s.algorithm = Some(cell.parse().map_err(
+                            |e: crate::algorithm::UnknownAlgorithm| {
+                                perr(line, Some(col_name), e.to_string())
+                            },
+                        )?);
                     }
                 }
                 Col::WorkloadType => {
                     if let Some(v) = num(cell)? {
                         if v.fract() != 0.0 || !(0.0..=255.0).contains(&v) {
-                            return Err(perr(line, Some(col_name), format!("{cell:?} is not a workload type code (0-255)")));
+                            return Err(perr(
+                                line,
+                                Some(col_name),
+                                format!("{cell:?} is not a workload type code (0-255)"),
+                            ));
                         }
                         s.workload_type = Some(v as u8);
                     }
@@ -240,7 +254,10 @@ pub fn read<R: Read>(r: R, name: &str) -> Result<Dataset, CsvError> {
                             return Err(perr(
                                 line,
                                 Some(col_name),
-                                format!("{v} is outside the valid range {min}..={max} ({})", f.unit()),
+                                format!(
+                                    "{v} is outside the valid range {min}..={max} ({})",
+                                    f.unit()
+                                ),
                             ));
                         }
                     }
@@ -253,7 +270,11 @@ pub fn read<R: Read>(r: R, name: &str) -> Result<Dataset, CsvError> {
                         "1" | "1.0" | "true" => Some(true),
                         "0" | "0.0" | "false" => Some(false),
                         other => {
-                            return Err(perr(line, Some(col_name), format!("{other:?} is not 0 or 1")))
+                            return Err(perr(
+                                line,
+                                Some(col_name),
+                                format!("{other:?} is not 0 or 1"),
+                            ))
                         }
                     }
                 }
@@ -291,7 +312,11 @@ fn fmt_num(v: Option<f64>) -> String {
 
 fn row(s: &Sample, extra_columns: &[String]) -> Vec<String> {
     let mut out = Vec::with_capacity(SEED_COLUMNS.len() + 2 + extra_columns.len());
-    out.push(s.algorithm.map(|a| a.code().to_string()).unwrap_or_default());
+    out.push(
+        s.algorithm
+            .map(|a| a.code().to_string())
+            .unwrap_or_default(),
+    );
     out.push(s.workload_type.map(|w| w.to_string()).unwrap_or_default());
     for f in Feature::ALL {
         out.push(fmt_num(s.features.get(f)));
@@ -358,7 +383,8 @@ impl CsvAppender {
         file.read_to_string(&mut existing).map_err(werr)?;
         let want = header(extra_columns);
         if existing.is_empty() {
-            file.write_all(&encode_line(&want).map_err(werr)?).map_err(werr)?;
+            file.write_all(&encode_line(&want).map_err(werr)?)
+                .map_err(werr)?;
             file.sync_all().map_err(werr)?;
         } else {
             let first = existing.lines().next().unwrap_or("");
@@ -404,7 +430,11 @@ impl CsvAppender {
 
 /// Writes a whole dataset atomically: a temporary file in the same directory,
 /// synced, then renamed over `path`.
-pub fn write_atomic(path: &Path, samples: &[Sample], extra_columns: &[String]) -> Result<(), CsvError> {
+pub fn write_atomic(
+    path: &Path,
+    samples: &[Sample],
+    extra_columns: &[String],
+) -> Result<(), CsvError> {
     let werr = |source| CsvError::Write {
         file: path.display().to_string(),
         source,
@@ -443,12 +473,23 @@ mod tests {
     fn reads_a_subset_of_columns_in_any_order() {
         let text = "capability,VM_size,VM_pdr,VM_ptr,qemu_tt,qemu_dt,qemu_td\n0,512,12.5,100,4700,13,247000000\n3,1024,,50,11800,187,151000000\n";
         let d = read(text.as_bytes(), "small.csv").unwrap();
-        assert_eq!(d.feature_columns, vec![Feature::VmSize, Feature::VmPdr, Feature::VmPtr]);
+        assert_eq!(
+            d.feature_columns,
+            vec![Feature::VmSize, Feature::VmPdr, Feature::VmPtr]
+        );
         let s = &d.samples[0];
-        assert_eq!(s.features.get(Feature::VmWss), None, "missing column is absent, not zero");
+        assert_eq!(
+            s.features.get(Feature::VmWss),
+            None,
+            "missing column is absent, not zero"
+        );
         assert_eq!(s.label(Metric::PERF), None);
         assert_eq!(s.label(Metric::TT), Some(4700.0));
-        assert_eq!(d.samples[1].features.get(Feature::VmPdr), None, "empty cell is absent");
+        assert_eq!(
+            d.samples[1].features.get(Feature::VmPdr),
+            None,
+            "empty cell is absent"
+        );
         let reordered = "qemu_td,VM_ptr,capability,VM_size\n1e8,100,precopy,512\n";
         let d = read(reordered.as_bytes(), "r.csv").unwrap();
         assert_eq!(d.samples[0].algorithm, Some(Algorithm::Precopy));
@@ -482,7 +523,8 @@ mod tests {
 
     #[test]
     fn unknown_columns_are_kept_and_seed_groups_recognised() {
-        let text = "capability,seed_number,sequence_number,qemu_version,VM_size\n1,7,3,7.2.22,100\n";
+        let text =
+            "capability,seed_number,sequence_number,qemu_version,VM_size\n1,7,3,7.2.22,100\n";
         let d = read(text.as_bytes(), "g.csv").unwrap();
         assert_eq!(d.extra_columns, vec!["qemu_version".to_string()]);
         assert_eq!(d.samples[0].extra("qemu_version"), Some("7.2.22"));
@@ -494,7 +536,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lab.csv");
         let extra = vec!["qemu_version".to_string()];
-        let mut s = read(SEED_ORDER.as_bytes(), "seed.csv").unwrap().samples.remove(0);
+        let mut s = read(SEED_ORDER.as_bytes(), "seed.csv")
+            .unwrap()
+            .samples
+            .remove(0);
         s.converged = Some(false);
         s.group_id = Some("g1".into());
         s.extra = vec![("qemu_version".into(), "7.2".into())];

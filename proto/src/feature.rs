@@ -96,12 +96,18 @@ impl Feature {
     pub const fn description(self) -> &'static str {
         match self {
             Feature::VmSize => "guest memory mapped to host memory, zero pages excluded",
-            Feature::VmPdr => "page dirty rate: distinct pages modified per second, averaged over the window",
+            Feature::VmPdr => {
+                "page dirty rate: distinct pages modified per second, averaged over the window"
+            }
             Feature::VmWss => "working set: pages modified at least once in the window",
-            Feature::VmWse => "mean normalised byte entropy of working-set pages (1 = incompressible)",
+            Feature::VmWse => {
+                "mean normalised byte entropy of working-set pages (1 = incompressible)"
+            }
             Feature::VmNwse => "mean normalised byte entropy of non-working-set, non-zero pages",
             Feature::VmMwpp => "modified bytes per dirty page between two samples",
-            Feature::VmPmuInstr => "retired instructions per second of the vCPU threads (hardware PMU)",
+            Feature::VmPmuInstr => {
+                "retired instructions per second of the vCPU threads (hardware PMU)"
+            }
             Feature::VmPtr => "page transfer rate: bandwidth reserved for the migration",
             Feature::VmCpuUtil => "CPU used by the QEMU process",
             Feature::VmNetUtil => "utilisation of the VM's tap interfaces",
@@ -436,8 +442,8 @@ mod tests {
     fn json_rejects_unknown_and_duplicate_features() {
         let e = serde_json::from_str::<FeatureVector>(r#"{"VM_sizes": 5}"#).unwrap_err();
         assert!(e.to_string().contains("VM_sizes"), "{e}");
-        let e = serde_json::from_str::<FeatureVector>(r#"{"VM_size": 5, "VM_size": 6}"#)
-            .unwrap_err();
+        let e =
+            serde_json::from_str::<FeatureVector>(r#"{"VM_size": 5, "VM_size": 6}"#).unwrap_err();
         assert!(e.to_string().contains("twice"), "{e}");
     }
 
@@ -445,7 +451,10 @@ mod tests {
     fn validation_names_the_bad_feature() {
         let e = full().with(Feature::VmWse, 1.5).validate().unwrap_err();
         assert!(e.to_string().contains("VM_wse"), "{e}");
-        let e = full().with(Feature::VmPdr, f64::NAN).validate().unwrap_err();
+        let e = full()
+            .with(Feature::VmPdr, f64::NAN)
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("VM_pdr"), "{e}");
         let e = full().with(Feature::VmSize, -1.0).validate().unwrap_err();
         assert!(matches!(e, InvalidFeature::OutOfRange { .. }));

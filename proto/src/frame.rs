@@ -151,7 +151,11 @@ mod tests {
     }
     impl Read for Stingy<'_> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            assert!(buf.len() <= self.limit, "reader asked for {} bytes", buf.len());
+            assert!(
+                buf.len() <= self.limit,
+                "reader asked for {} bytes",
+                buf.len()
+            );
             let n = buf.len().min(self.data.len());
             buf[..n].copy_from_slice(&self.data[..n]);
             self.data = &self.data[n..];
@@ -182,18 +186,30 @@ mod tests {
         let e = read_frame_blocking(&mut &frame[..]).unwrap_err();
         assert!(matches!(e, FrameError::Truncated { .. }), "{e:?}");
         let e = read_frame_blocking(&mut &[0u8, 0][..]).unwrap_err();
-        assert!(matches!(e, FrameError::Truncated { expected: 4, got: 2 }));
+        assert!(matches!(
+            e,
+            FrameError::Truncated {
+                expected: 4,
+                got: 2
+            }
+        ));
         assert!(read_frame_blocking(&mut &[][..]).unwrap().is_none());
     }
 
     #[test]
     fn garbage_payload_is_a_decode_error() {
-        let e = decode::<(u64, String, f64)>(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).unwrap_err();
+        let e = decode::<(u64, String, f64)>(&[
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ])
+        .unwrap_err();
         assert!(matches!(e, FrameError::Decode(_)), "{e:?}");
         let bytes = postcard::to_allocvec(&7u8).unwrap();
         let mut more = bytes.clone();
         more.push(1);
-        assert!(matches!(decode::<u8>(&more), Err(FrameError::TrailingBytes(1))));
+        assert!(matches!(
+            decode::<u8>(&more),
+            Err(FrameError::TrailingBytes(1))
+        ));
     }
 
     #[tokio::test]

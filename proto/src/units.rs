@@ -27,7 +27,9 @@ fn err(input: &str, what: &'static str, why: impl Into<String>) -> UnitError {
 fn split_number(s: &str) -> (&str, &str) {
     let end = s
         .char_indices()
-        .find(|(_, c)| !(c.is_ascii_digit() || *c == '.' || *c == 'e' || *c == 'E' || *c == '+' || *c == '-'))
+        .find(|(_, c)| {
+            !(c.is_ascii_digit() || *c == '.' || *c == 'e' || *c == 'E' || *c == '+' || *c == '-')
+        })
         .map(|(i, _)| i)
         .unwrap_or(s.len());
     // `e` could start a unit (none of ours do) — numbers like 1e9 are allowed.
@@ -81,7 +83,8 @@ pub fn parse_bandwidth(s: &str) -> Result<f64, UnitError> {
     } else {
         return Err(err(s, WHAT, format!("unknown unit {unit:?}")));
     };
-    let m = prefix_multiplier(prefix).ok_or_else(|| err(s, WHAT, format!("unknown prefix {prefix:?}")))?;
+    let m = prefix_multiplier(prefix)
+        .ok_or_else(|| err(s, WHAT, format!("unknown prefix {prefix:?}")))?;
     let bytes = v * m / if bits { 8.0 } else { 1.0 };
     if bytes <= 0.0 {
         return Err(err(s, WHAT, "must be greater than zero"));
@@ -115,7 +118,8 @@ pub fn parse_size(s: &str) -> Result<f64, UnitError> {
         return Err(err(s, WHAT, "a unit is required"));
     }
     let prefix = unit.strip_suffix('B').unwrap_or(unit);
-    let m = prefix_multiplier(prefix).ok_or_else(|| err(s, WHAT, format!("unknown unit {unit:?}")))?;
+    let m =
+        prefix_multiplier(prefix).ok_or_else(|| err(s, WHAT, format!("unknown unit {unit:?}")))?;
     Ok(v * m)
 }
 
@@ -166,7 +170,10 @@ mod tests {
         assert_eq!(parse_bandwidth("125MB/s").unwrap(), 125e6);
         assert_eq!(parse_bandwidth("100MiB/s").unwrap(), 100.0 * 1048576.0);
         assert_eq!(parse_bandwidth("800Mbps").unwrap(), 100e6);
-        assert!(parse_bandwidth("100").unwrap_err().to_string().contains("unit"));
+        assert!(parse_bandwidth("100")
+            .unwrap_err()
+            .to_string()
+            .contains("unit"));
         assert!(parse_bandwidth("fast").is_err());
         assert!(parse_bandwidth("0Gbit").is_err());
         assert!(parse_bandwidth("10 parsecs").is_err());

@@ -79,7 +79,9 @@ impl Sla {
         for (name, v) in fields {
             if let Some(v) = v {
                 if !v.is_finite() || v < 0.0 {
-                    return Err(format!("SLA limit {name} = {v} must be a finite, non-negative number"));
+                    return Err(format!(
+                        "SLA limit {name} = {v} must be a finite, non-negative number"
+                    ));
                 }
             }
         }
@@ -157,7 +159,11 @@ impl std::str::FromStr for Objective {
         Objective::ALL
             .into_iter()
             .find(|o| o.name() == s.trim())
-            .ok_or_else(|| format!("unknown objective {s:?} (expected time, downtime, data, performance or cpu)"))
+            .ok_or_else(|| {
+                format!(
+                    "unknown objective {s:?} (expected time, downtime, data, performance or cpu)"
+                )
+            })
     }
 }
 
@@ -513,7 +519,11 @@ mod tests {
     }
 
     fn prediction() -> Prediction {
-        let iv = Interval { value: 1.0, lo: 0.5, hi: 2.0 };
+        let iv = Interval {
+            value: 1.0,
+            lo: 0.5,
+            hi: 2.0,
+        };
         Prediction {
             bandwidth_bps: 125e6,
             downtime_limit_ms: 300.0,
@@ -657,7 +667,10 @@ mod tests {
         for garbage in [&[][..], &[1u8][..], &[1, 200, 7, 7][..], &[0xff; 16][..]] {
             let e = decode_request(garbage).unwrap_err();
             assert!(
-                matches!(e.kind, ErrorKind::BadRequest | ErrorKind::UnsupportedVersion),
+                matches!(
+                    e.kind,
+                    ErrorKind::BadRequest | ErrorKind::UnsupportedVersion
+                ),
                 "{garbage:?} -> {e:?}"
             );
         }
@@ -666,7 +679,10 @@ mod tests {
     #[test]
     fn vm_refs_parse() {
         assert_eq!("1234".parse::<VmRef>(), Ok(VmRef::Pid(1234)));
-        assert_eq!("/run/x.qmp".parse::<VmRef>(), Ok(VmRef::QmpSocket("/run/x.qmp".into())));
+        assert_eq!(
+            "/run/x.qmp".parse::<VmRef>(),
+            Ok(VmRef::QmpSocket("/run/x.qmp".into()))
+        );
         assert_eq!("proxmox:101".parse::<VmRef>(), Ok(VmRef::Proxmox(101)));
         assert_eq!("web1".parse::<VmRef>(), Ok(VmRef::Name("web1".into())));
         assert!("pid:abc".parse::<VmRef>().is_err());

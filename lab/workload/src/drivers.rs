@@ -93,7 +93,14 @@ fn key(i: u64) -> String {
 }
 
 fn ops_pacer(p: &Params, chunk: u64) -> Pacer {
-    Pacer::new(if p.ops_rate == 0 { u64::MAX } else { p.ops_rate }, chunk)
+    Pacer::new(
+        if p.ops_rate == 0 {
+            u64::MAX
+        } else {
+            p.ops_rate
+        },
+        chunk,
+    )
 }
 
 // ----------------------------------------------------------------- redis --
@@ -101,7 +108,8 @@ fn ops_pacer(p: &Params, chunk: u64) -> Pacer {
 fn resp_read(r: &mut BufReader<TcpStream>, line: &mut Vec<u8>) -> Res<(bool, bool)> {
     // Returns (is_error, is_hit).
     line.clear();
-    r.read_until(b'\n', line).map_err(|e| format!("redis read: {e}"))?;
+    r.read_until(b'\n', line)
+        .map_err(|e| format!("redis read: {e}"))?;
     if line.is_empty() {
         return Err("redis closed the connection".into());
     }
@@ -117,7 +125,8 @@ fn resp_read(r: &mut BufReader<TcpStream>, line: &mut Vec<u8>) -> Res<(bool, boo
                 return Ok((false, false));
             }
             let mut skip = vec![0u8; n as usize + 2];
-            r.read_exact(&mut skip).map_err(|e| format!("redis read: {e}"))?;
+            r.read_exact(&mut skip)
+                .map_err(|e| format!("redis read: {e}"))?;
             Ok((false, true))
         }
         c => Err(format!("redis: unexpected reply type {:?}", c as char)),
@@ -138,8 +147,24 @@ pub fn run_redis(p: &Params, page: &OpsPage, rng: &mut Rng, ready: impl FnOnce()
     let port = 6379u16;
     let mut child = spawn(
         Command::new(&prog)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--protected-mode", "no"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", "/tmp"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--protected-mode",
+                "no",
+            ])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                "/tmp",
+            ])
             .args(["--databases", "1", "--logfile", ""])
             .stdin(Stdio::null())
             .stdout(Stdio::null()),
@@ -212,7 +237,8 @@ pub fn run_redis(p: &Params, page: &OpsPage, rng: &mut Rng, ready: impl FnOnce()
 fn mc_read(r: &mut BufReader<TcpStream>, line: &mut Vec<u8>) -> Res<(bool, bool)> {
     // Returns (is_error, is_hit). Handles STORED / VALUE..END / END / errors.
     line.clear();
-    r.read_until(b'\n', line).map_err(|e| format!("memcached read: {e}"))?;
+    r.read_until(b'\n', line)
+        .map_err(|e| format!("memcached read: {e}"))?;
     if line.is_empty() {
         return Err("memcached closed the connection".into());
     }
@@ -230,9 +256,11 @@ fn mc_read(r: &mut BufReader<TcpStream>, line: &mut Vec<u8>) -> Res<(bool, bool)
             .and_then(|x| x.parse().ok())
             .ok_or("memcached: bad VALUE line")?;
         let mut skip = vec![0u8; n + 2];
-        r.read_exact(&mut skip).map_err(|e| format!("memcached read: {e}"))?;
+        r.read_exact(&mut skip)
+            .map_err(|e| format!("memcached read: {e}"))?;
         line.clear();
-        r.read_until(b'\n', line).map_err(|e| format!("memcached read: {e}"))?;
+        r.read_until(b'\n', line)
+            .map_err(|e| format!("memcached read: {e}"))?;
         if !line.starts_with(b"END") {
             return Err("memcached: missing END".into());
         }
@@ -246,8 +274,24 @@ pub fn run_memcached(p: &Params, page: &OpsPage, rng: &mut Rng, ready: impl FnOn
     let port = 11211u16;
     let mut child = spawn(
         Command::new(&prog)
-            .args(["-u", "root", "-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-t", "1"])
-            .args(["-m", &p.mem_mb.to_string(), "-I", &format!("{}", (p.value_bytes + 4096).max(1 << 20))])
+            .args([
+                "-u",
+                "root",
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "0",
+                "-t",
+                "1",
+            ])
+            .args([
+                "-m",
+                &p.mem_mb.to_string(),
+                "-I",
+                &format!("{}", (p.value_bytes + 4096).max(1 << 20)),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null()),
         page,
@@ -270,11 +314,15 @@ pub fn run_memcached(p: &Params, page: &OpsPage, rng: &mut Rng, ready: impl FnOn
         for j in 0..n {
             set(&mut out, &key(i + j), pool.pick(rng));
         }
-        w.write_all(&out).map_err(|e| format!("memcached write: {e}"))?;
+        w.write_all(&out)
+            .map_err(|e| format!("memcached write: {e}"))?;
         for _ in 0..n {
             let (err, _) = mc_read(&mut r, &mut line)?;
             if err {
-                return Err(format!("memcached preload: {}", String::from_utf8_lossy(&line).trim()));
+                return Err(format!(
+                    "memcached preload: {}",
+                    String::from_utf8_lossy(&line).trim()
+                ));
             }
         }
         i += n;
@@ -302,7 +350,8 @@ pub fn run_memcached(p: &Params, page: &OpsPage, rng: &mut Rng, ready: impl FnOn
             gets.push(!is_set);
             payload += p.value_bytes;
         }
-        w.write_all(&out).map_err(|e| format!("memcached write: {e}"))?;
+        w.write_all(&out)
+            .map_err(|e| format!("memcached write: {e}"))?;
         for &is_get in &gets {
             let (err, hit) = mc_read(&mut r, &mut line)?;
             if err {
@@ -326,7 +375,9 @@ fn read_line_from(r: &mut BufReader<ChildStdout>, line: &mut String, what: &str)
     line.clear();
     let n = r.read_line(line).map_err(|e| format!("{what} read: {e}"))?;
     if n == 0 {
-        return Err(format!("{what} closed its output (it exited; an SQL error with -bail?)"));
+        return Err(format!(
+            "{what} closed its output (it exited; an SQL error with -bail?)"
+        ));
     }
     Ok(())
 }
@@ -338,7 +389,10 @@ pub fn run_sqlite(p: &Params, page: &Arc<OpsPage>, rng: &mut Rng, ready: impl Fn
         let _ = std::fs::remove_file(f);
     }
     let mut child = spawn(
-        Command::new(&prog).args(["-batch", "-bail", db]).stdin(Stdio::piped()).stdout(Stdio::piped()),
+        Command::new(&prog)
+            .args(["-batch", "-bail", db])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
         page,
     )?;
     let mut stdin: ChildStdin = child.stdin.take().ok_or("sqlite3: no stdin")?;
@@ -352,7 +406,9 @@ pub fn run_sqlite(p: &Params, page: &Arc<OpsPage>, rng: &mut Rng, ready: impl Fn
          WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i+1 FROM c WHERE i+1 < {keys}) \
          INSERT INTO kv SELECT i, 0, randomblob({vb}) FROM c;\nSELECT 'migsight-ready';\n"
     );
-    stdin.write_all(setup.as_bytes()).map_err(|e| format!("sqlite3 write: {e}"))?;
+    stdin
+        .write_all(setup.as_bytes())
+        .map_err(|e| format!("sqlite3 write: {e}"))?;
     stdin.flush().ok();
     let mut line = String::new();
     loop {
@@ -414,10 +470,18 @@ pub fn run_sqlite(p: &Params, page: &Arc<OpsPage>, rng: &mut Rng, ready: impl Fn
 
 // ---------------------------------------------------------- gzip / xz ----
 
-pub fn run_compress(p: &Params, page: &Arc<OpsPage>, rng: &mut Rng, ready: impl FnOnce()) -> Res<()> {
+pub fn run_compress(
+    p: &Params,
+    page: &Arc<OpsPage>,
+    rng: &mut Rng,
+    ready: impl FnOnce(),
+) -> Res<()> {
     let (name, args): (&str, Vec<String>) = match p.mode {
         Mode::Gzip => ("gzip", vec!["-c".into(), format!("-{}", p.level)]),
-        Mode::Xz => ("xz", vec!["-c".into(), format!("-{}", p.level), "-T1".into()]),
+        Mode::Xz => (
+            "xz",
+            vec!["-c".into(), format!("-{}", p.level), "-T1".into()],
+        ),
         _ => unreachable!(),
     };
     let prog = find_program(name)?;
@@ -427,7 +491,10 @@ pub fn run_compress(p: &Params, page: &Arc<OpsPage>, rng: &mut Rng, ready: impl 
     let mut data = vec![0u8; len];
     rng.fill_alphabet(&mut data, p.entropy);
     let mut child = spawn(
-        Command::new(&prog).args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()),
+        Command::new(&prog)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
         page,
     )?;
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
@@ -448,20 +515,28 @@ pub fn run_compress(p: &Params, page: &Arc<OpsPage>, rng: &mut Rng, ready: impl 
         })
         .map_err(|e| e.to_string())?;
     // OPS_RATE caps MiB/s; one op = one MiB of input consumed by the compressor.
+    // Input goes in 64 KiB pieces (BYTES_DONE advances per piece, so the host
+    // sees progress even for slow compressors); OPS counts whole MiB.
+    const PIECE: usize = 64 << 10;
     let mut pacer = ops_pacer(p, 1);
     let mut off = 0usize;
     loop {
         if pacer.grant() == 0 {
             continue;
         }
-        let chunk = &data[off..off + (1 << 20)];
-        stdin.write_all(chunk).map_err(|e| {
-            let st = child.try_wait().ok().flatten().map(|s| s.to_string()).unwrap_or_default();
-            format!("{name} write: {e} {st}")
-        })?;
-        off = (off + (1 << 20)) % len;
+        for _ in 0..(1 << 20) / PIECE {
+            stdin.write_all(&data[off..off + PIECE]).map_err(|e| {
+                let st = child
+                    .try_wait()
+                    .ok()
+                    .flatten()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                format!("{name} write: {e} {st}")
+            })?;
+            off = (off + PIECE) % len;
+            page.bump(OFF_BYTES_DONE, PIECE as u64);
+        }
         page.bump(OFF_OPS, 1);
-        page.add(OFF_BYTES_DONE, 1 << 20);
     }
 }
-

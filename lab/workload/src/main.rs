@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use util::{clock_ms, console, Region, Rng};
 
 fn heartbeat(page: Arc<OpsPage>, start: Instant) {
-    let mut tick: u64 = 0;
+    let mut ticks_to_sec = 10u32;
     let mut last_ops = page.get(OFF_OPS);
     let mut last_pages = page.get(OFF_PAGES_DIRTIED);
     let mut next = Instant::now();
@@ -30,10 +30,11 @@ fn heartbeat(page: Arc<OpsPage>, start: Instant) {
         } else {
             next = now; // we were paused/throttled: do not burst
         }
-        tick += 1;
         page.add(OFF_HEARTBEAT, 1);
         page.set(OFF_UPTIME_MS, start.elapsed().as_millis() as u64);
-        if tick % 10 == 0 {
+        ticks_to_sec -= 1;
+        if ticks_to_sec == 0 {
+            ticks_to_sec = 10;
             let ops = page.get(OFF_OPS);
             let pages = page.get(OFF_PAGES_DIRTIED);
             page.set(OFF_OPS_LAST_SEC, ops.wrapping_sub(last_ops));
@@ -64,8 +65,10 @@ fn main() {
     let start = Instant::now();
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: migsight-workload [idle|synthetic|redis|memcached|sqlite|gzip|xz]\n\
-                  parameters via environment variables; see lab/workload/README.md");
+        println!(
+            "usage: migsight-workload [idle|synthetic|redis|memcached|sqlite|gzip|xz]\n\
+                  parameters via environment variables; see lab/workload/README.md"
+        );
         return;
     }
     // Lock everything (current and future) so nothing is ever swapped or
@@ -77,8 +80,8 @@ fn main() {
         Ok(r) => r,
         Err(e) => fail(None, &format!("mmap ops page: {e}")),
     };
+    // The region is never unmapped: the page lives for the whole process.
     let page = Arc::new(OpsPage::new(region.ptr));
-    std::mem::forget(region); // lives for the whole process
     page.set(OFF_PID, std::process::id() as u64);
     page.set(OFF_PAGE_VADDR, page.vaddr());
     let params = match Params::from_env(args.get(1).map(String::as_str)) {
@@ -123,7 +126,10 @@ fn main() {
         Mode::Idle | Mode::Synthetic => {
             let mut mem = match synthetic::setup_memory(&params, &mut rng) {
                 Ok(m) => m,
-                Err(e) => fail(Some(&page), &format!("allocating {} MiB working set: {e}", params.ws_mb)),
+                Err(e) => fail(
+                    Some(&page),
+                    &format!("allocating {} MiB working set: {e}", params.ws_mb),
+                ),
             };
             page.set(OFF_WS_PAGES, mem.ws_pages as u64);
             page.set(OFF_WS_VADDR, mem.ws.ptr as u64);

@@ -93,7 +93,7 @@ impl OpsPage {
     }
 
     fn cell(&self, off: usize) -> &AtomicU64 {
-        assert!(off % 8 == 0 && off + 8 <= PAGE);
+        assert!(off & 7 == 0 && off + 8 <= PAGE);
         // SAFETY: in-bounds, 8-aligned, the mapping outlives `self`.
         unsafe { &*(self.base.add(off) as *const AtomicU64) }
     }
@@ -114,7 +114,10 @@ impl OpsPage {
     #[inline(always)]
     pub fn bump(&self, off: usize, by: u64) {
         let c = self.cell(off);
-        c.store(c.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed)
+        c.store(
+            c.load(Ordering::Relaxed).wrapping_add(by),
+            Ordering::Relaxed,
+        )
     }
 
     /// Increment for counters written by several threads.
@@ -123,10 +126,11 @@ impl OpsPage {
     }
 
     pub fn set_bytes(&self, off: usize, max: usize, s: &[u8]) {
+        assert!(off + max <= PAGE);
         let n = s.len().min(max - 1);
         for i in 0..max {
-            let b = if i < n { s[i] } else { 0 };
-            // SAFETY: in-bounds of the page (checked by the callers' constants).
+            let b = s.get(i).copied().filter(|_| i < n).unwrap_or(0);
+            // SAFETY: in-bounds of the page (asserted above).
             unsafe { std::ptr::write_volatile(self.base.add(off + i), b) };
         }
     }
@@ -136,8 +140,8 @@ impl OpsPage {
     /// constants into a literal copy of the magic.
     pub fn write_magic(&self) {
         let a = std::hint::black_box(MAGIC_A);
-        for i in 0..16 {
-            let b = std::hint::black_box(a[i]) ^ MAGIC_B[i];
+        for (i, (x, y)) in a.iter().zip(MAGIC_B.iter()).enumerate() {
+            let b = std::hint::black_box(*x) ^ y;
             unsafe { std::ptr::write_volatile(self.base.add(OFF_MAGIC + i), b) };
         }
         std::sync::atomic::fence(Ordering::SeqCst);

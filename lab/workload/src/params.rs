@@ -103,14 +103,19 @@ pub struct Params {
 }
 
 fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    std::env::var(name)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 fn num(name: &str, default: u64, min: u64, max: u64) -> Result<u64, String> {
     match env(name) {
         None => Ok(default),
         Some(s) => {
-            let v: u64 = s.parse().map_err(|_| format!("{name}={s}: not an unsigned integer"))?;
+            let v: u64 = s
+                .parse()
+                .map_err(|_| format!("{name}={s}: not an unsigned integer"))?;
             if v < min || v > max {
                 return Err(format!("{name}={v}: out of range {min}..={max}"));
             }
@@ -123,7 +128,10 @@ impl Params {
     /// `mode_arg` is the first command-line argument, if any (subcommand form);
     /// otherwise the `MODE` environment variable; default `synthetic`.
     pub fn from_env(mode_arg: Option<&str>) -> Result<Params, String> {
-        let mode_s = mode_arg.map(str::to_string).or_else(|| env("MODE")).unwrap_or_else(|| "synthetic".into());
+        let mode_s = mode_arg
+            .map(str::to_string)
+            .or_else(|| env("MODE"))
+            .unwrap_or_else(|| "synthetic".into());
         let mode = Mode::parse(&mode_s).ok_or_else(|| {
             format!("MODE={mode_s}: unknown (idle|synthetic|redis|memcached|sqlite|gzip|xz)")
         })?;
@@ -131,13 +139,21 @@ impl Params {
             Some("max") | Some("MAX") | Some("unlimited") => u64::MAX,
             _ => num("RATE", 2000, 0, 100_000_000)?,
         };
-        let pattern = match env("PATTERN").as_deref().map(str::to_ascii_lowercase).as_deref() {
+        let pattern = match env("PATTERN")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("random") => Pattern::Random,
             Some("seq") | Some("sequential") => Pattern::Seq,
             Some("hotcold") => Pattern::HotCold,
             Some(o) => return Err(format!("PATTERN={o}: unknown (random|seq|hotcold)")),
         };
-        let layout = match env("LAYOUT").as_deref().map(str::to_ascii_lowercase).as_deref() {
+        let layout = match env("LAYOUT")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("scatter") => Layout::Scatter,
             Some("run") => Layout::Run,
             Some(o) => return Err(format!("LAYOUT={o}: unknown (scatter|run)")),
@@ -197,7 +213,11 @@ impl Params {
     }
 
     pub fn summary(&self) -> String {
-        let rate = if self.rate == u64::MAX { "max".to_string() } else { self.rate.to_string() };
+        let rate = if self.rate == u64::MAX {
+            "max".to_string()
+        } else {
+            self.rate.to_string()
+        };
         format!(
             "mode={} ws_mb={} rate={} bytes={} entropy={} pattern={:?} layout={:?} compute={} cold_mb={} cold_entropy={} seed={} value_bytes={} keys={} write_pct={} level={} ops_rate={} pipeline={}",
             self.mode.name(), self.ws_mb, rate, self.bytes, self.entropy, self.pattern, self.layout,

@@ -98,7 +98,9 @@ impl Writer {
 fn compute(n: u64, seed: u64) -> u64 {
     let mut x = seed | 1;
     for _ in 0..n {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         x ^= x >> 29;
     }
     x
@@ -120,16 +122,20 @@ pub fn run_synthetic(p: &Params, page: &OpsPage, mem: &mut Memory, rng: &mut Rng
         },
     };
     let hot_n = (n / 5).max(1) as u64;
-    let cold_n = (n as u64 - hot_n).max(1);
+    let cold_n = (n as u64).saturating_sub(hot_n).max(1);
     let mut seq_cursor = 0usize;
-    let rate = if p.rate == 0 { 0 } else { p.rate };
+    let rate = p.rate;
     if rate == 0 {
         loop {
             std::thread::sleep(Duration::from_secs(3600));
         }
     }
     // Check the clock at least every ~1 ms worth of writes.
-    let chunk = if rate == u64::MAX { 64 } else { (rate / 1000).clamp(1, 64) };
+    let chunk = if rate == u64::MAX {
+        64
+    } else {
+        (rate / 1000).clamp(1, 64)
+    };
     let mut pacer = Pacer::new(rate, chunk);
     // Ground truth for host-side estimators: distinct pages written per
     // 1-second window, tracked in a bitmap.
@@ -138,7 +144,7 @@ pub fn run_synthetic(p: &Params, page: &OpsPage, mem: &mut Memory, rng: &mut Rng
     let mut win_end = Instant::now() + Duration::from_secs(1);
     let mut ops = page.get(OFF_OPS);
     let mut sink = 0u64;
-    let bytes_per = (p.bytes as u64).min(PAGE as u64);
+    let bytes_per = p.bytes.min(PAGE as u64);
     loop {
         let g = pacer.grant();
         for _ in 0..g {
@@ -146,15 +152,19 @@ pub fn run_synthetic(p: &Params, page: &OpsPage, mem: &mut Memory, rng: &mut Rng
                 Pattern::Random => rng.below(n as u64) as usize,
                 Pattern::Seq => {
                     let i = seq_cursor;
-                    seq_cursor = if seq_cursor + 1 >= n { 0 } else { seq_cursor + 1 };
+                    seq_cursor = if seq_cursor + 1 >= n {
+                        0
+                    } else {
+                        seq_cursor + 1
+                    };
                     i
                 }
                 Pattern::HotCold => {
                     let r = rng.next();
                     if (r & 0xffff) < 52429 {
-                        (((r >> 16) & 0xffff_ffff) * hot_n >> 32) as usize
+                        ((((r >> 16) & 0xffff_ffff) * hot_n) >> 32) as usize
                     } else {
-                        (hot_n + (((r >> 16) & 0xffff_ffff) * cold_n >> 32)) as usize
+                        (hot_n + ((((r >> 16) & 0xffff_ffff) * cold_n) >> 32)) as usize
                     }
                 }
             };

@@ -89,7 +89,10 @@ impl Region {
                 return Err(e);
             }
         }
-        Ok(Region { ptr: p as *mut u8, len })
+        Ok(Region {
+            ptr: p as *mut u8,
+            len,
+        })
     }
 
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
@@ -116,7 +119,10 @@ pub fn console(line: &str) {
     }
     for path in [c"/dev/console", c"/dev/ttyS0"] {
         let fd = unsafe {
-            libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+            libc::open(
+                path.as_ptr(),
+                libc::O_WRONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC,
+            )
         };
         if fd >= 0 {
             let msg = format!("{line}\r\n");
@@ -130,7 +136,10 @@ pub fn console(line: &str) {
 }
 
 pub fn clock_ms(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
@@ -151,7 +160,12 @@ pub const SLICE: Duration = Duration::from_millis(10);
 
 impl Pacer {
     pub fn new(rate: u64, max_chunk: u64) -> Pacer {
-        Pacer { rate, start: Instant::now(), done: 0, max_chunk: max_chunk.max(1) }
+        Pacer {
+            rate,
+            start: Instant::now(),
+            done: 0,
+            max_chunk: max_chunk.max(1),
+        }
     }
 
     /// How many operations may be done right now (at most `max_chunk`).

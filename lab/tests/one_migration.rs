@@ -1,0 +1,91 @@
+//! A shortened lab run in CI: one real QEMU guest, one short pre-copy
+//! migration, and the row it writes must be a consistent labelled sample.
+
+use migsight_lab::guest::GuestImage;
+use migsight_lab::qemu::Accel;
+use migsight_lab::runner::{self, Fixed, LabConfig};
+use migsight_lab::workload::Workload;
+use migsight_proto::feature::MIB;
+use migsight_proto::{Algorithm, Feature, Metric};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+#[test]
+fn one_precopy_migration_gives_a_consistent_row() {
+    if std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("qemu-system-x86_64 is not installed: run scripts/deps.sh (scripts/test.sh does)");
+    }
+    let image = GuestImage::ensure().expect("guest image");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lab.csv");
+    let cfg = LabConfig {
+        out: out.clone(),
+        samples: 1,
+        seed: 7,
+        accel: Accel::Tcg,
+        window: Duration::from_secs(3),
+        interval: Duration::from_secs(1),
+        cap: Duration::from_secs(60),
+        warmup: Duration::from_secs(1),
+        algorithms: vec![Algorithm::Precopy],
+        repeats: 1,
+        fixed: Some(Fixed {
+            mem_mib: 256,
+            workload: Workload::demo(16, 500),
+            bandwidth_bps: 60e6,
+        }),
+        runs_dir: dir.path().join("runs"),
+    };
+    let summary = runner::run(&cfg, &image, &AtomicBool::new(false)).expect("lab run");
+    assert_eq!(summary.written, 1);
+    assert_eq!(summary.failed, 0);
+
+    let d = migsight_proto::csv::read_path(&out).expect("the lab's CSV parses");
+    assert_eq!(d.samples.len(), 1);
+    let s = &d.samples[0];
+    assert_eq!(s.algorithm, Some(Algorithm::Precopy));
+    assert_eq!(
+        s.converged,
+        Some(true),
+        "a 16 MiB / 500 pages/s guest converges at 60 MB/s"
+    );
+    assert_eq!(s.group_id.as_deref(), Some("s7-g0"));
+    let tt = s.label(Metric::TT).unwrap();
+    let dt = s.label(Metric::DT).unwrap();
+    let td = s.label(Metric::TD).unwrap();
+    let perf = s.label(Metric::PERF).unwrap();
+    assert!(tt > 0.0 && dt > 0.0 && td > 0.0, "{tt} {dt} {td}");
+    assert!(dt < tt, "downtime {dt} ms within total time {tt} ms");
+    let vm_size = s.features.get(Feature::VmSize).unwrap() * MIB;
+    assert!(
+        vm_size > 16.0 * MIB,
+        "VM_size {vm_size} covers at least the working set"
+    );
+    assert!(
+        td >= vm_size * 0.95,
+        "pre-copy sends every non-zero page: TD {td} vs VM_size {vm_size}"
+    );
+    // Bandwidth-bound: the time is at least the data over the bandwidth limit.
+    assert!(
+        tt / 1000.0 >= td / 60e6 * 0.8,
+        "TT {tt} ms vs TD {td} at 60 MB/s"
+    );
+    assert!(perf > 0.3 && perf < 1.5, "performance ratio {perf}");
+    assert_eq!(s.features.get(Feature::VmPtr), Some(60e6 / MIB));
+    let pdr = s.features.get(Feature::VmPdr).unwrap();
+    let known = 500.0 * 4096.0 / MIB;
+    assert!(
+        (pdr - known).abs() / known < 0.5,
+        "dirty rate {pdr} MiB/s vs ~{known}"
+    );
+    assert_eq!(
+        s.extra("qemu_version")
+            .map(|v| v.starts_with(char::is_numeric)),
+        Some(true)
+    );
+    assert_eq!(s.extra("status"), Some("completed"));
+}
