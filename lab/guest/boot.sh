@@ -23,7 +23,15 @@ MEM=${GUEST_MEM:-512M}
 SMP=${GUEST_SMP:-1}
 ACCEL=${GUEST_ACCEL:-tcg}
 MACHINE=${GUEST_MACHINE:-pc}
-IMAGE_DIR=${MIGSIGHT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/migsight}/guest
+if [ -n "${MIGSIGHT_CACHE:-}" ]; then
+    IMAGE_DIR=$MIGSIGHT_CACHE/guest
+elif [ -n "${XDG_CACHE_HOME:-}" ]; then
+    IMAGE_DIR=$XDG_CACHE_HOME/migsight/guest
+elif [ -n "${HOME:-}" ]; then
+    IMAGE_DIR=$HOME/.cache/migsight/guest
+else
+    IMAGE_DIR=/var/cache/migsight/guest
+fi
 INCOMING=0
 PRINT=0
 PARAMS=()

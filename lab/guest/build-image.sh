@@ -31,7 +31,15 @@ trap 'rc=$?; echo "build-image: ERROR: command failed (exit $rc) at line $LINENO
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 GUEST_DIR=$(dirname "$SELF")
 REPO=$(cd "$GUEST_DIR/../.." && pwd)
-CACHE_ROOT=${MIGSIGHT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/migsight}
+if [ -n "${MIGSIGHT_CACHE:-}" ]; then
+    CACHE_ROOT=$MIGSIGHT_CACHE
+elif [ -n "${XDG_CACHE_HOME:-}" ]; then
+    CACHE_ROOT=$XDG_CACHE_HOME/migsight
+elif [ -n "${HOME:-}" ]; then
+    CACHE_ROOT=$HOME/.cache/migsight
+else
+    CACHE_ROOT=/var/cache/migsight # as lab/src/guest.rs when HOME is unset
+fi
 OUT=$CACHE_ROOT/guest
 DEBS=$CACHE_ROOT/debs
 INIT_SRC=$GUEST_DIR/init
@@ -137,7 +145,7 @@ else
     # (libc6-dev provides the static glibc; CARGO_ENCODED_RUSTFLAGS would override RUSTFLAGS.)
     (cd "$REPO" && env -u CARGO_ENCODED_RUSTFLAGS CARGO_TARGET_DIR="$TDIR" RUSTFLAGS="-C target-feature=+crt-static" \
         cargo build --release --quiet --target "$TARGET_TRIPLE" -p migsight-workload) ||
-        die "building migsight-workload failed (is the $TARGET_TRIPLE target installed? rustup target add $TARGET_TRIPLE)"
+        die "building migsight-workload failed (cargo's error is above; the $TARGET_TRIPLE target must be installed: rustup target add $TARGET_TRIPLE)"
     WL_BIN=$TDIR/$TARGET_TRIPLE/release/migsight-workload
 fi
 [ -x "$WL_BIN" ] || die "workload binary $WL_BIN missing"
@@ -239,7 +247,9 @@ for a in $("$R/bin/busybox" --list | sort); do
 done
 install -m 0755 "$INIT_SRC" "$R/init"
 if command -v strip >/dev/null; then
-    strip --strip-all -o "$R/bin/migsight-workload" "$WL_BIN"
+    # Without symbols and build-id the binary no longer depends on the
+    # checkout's path: the same source gives the same image from any clone.
+    strip --strip-all --remove-section=.note.gnu.build-id -o "$R/bin/migsight-workload" "$WL_BIN"
 else
     cp "$WL_BIN" "$R/bin/migsight-workload"
 fi
@@ -304,7 +314,7 @@ sum() { sha256sum <"$1" | cut -d' ' -f1; }
     echo "# workload parameters: param NAME DEFAULT RANGE (kernel command line KEY=value; lab/workload/README.md)"
     cat <<'EOF'
 param MODE synthetic idle|synthetic|redis|memcached|sqlite|gzip|xz
-param WS_MB 64 1..(guest RAM - ~100 MiB)
+param WS_MB 64 1..(MemAvailable - 24 MiB - COLD_MB); MemAvailable ~ RAM - 86..108 MiB
 param RATE 2000 0..100000000|max (page writes/s; 0 = none)
 param BYTES 512 1..4096
 param ENTROPY 8 1..8

@@ -45,6 +45,16 @@ fn heartbeat(page: Arc<OpsPage>, start: Instant) {
     }
 }
 
+/// Memory left to the kernel and page cache when locking the working set.
+const MEM_RESERVE_MIB: u64 = 24;
+
+fn mem_available_mib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
 fn fail(page: Option<&OpsPage>, msg: &str) -> ! {
     console(&format!("migsight-workload: FAILED: {msg}"));
     if let Some(p) = page {
@@ -84,6 +94,13 @@ fn main() {
     let page = Arc::new(OpsPage::new(region.ptr));
     page.set(OFF_PID, std::process::id() as u64);
     page.set(OFF_PAGE_VADDR, page.vaddr());
+    {
+        let p = Arc::clone(&page);
+        std::thread::Builder::new()
+            .name("heartbeat".into())
+            .spawn(move || heartbeat(p, start))
+            .unwrap_or_else(|e| fail(Some(&page), &format!("heartbeat thread: {e}")));
+    }
     let params = match Params::from_env(args.get(1).map(String::as_str)) {
         Ok(p) => p,
         Err(e) => {
@@ -102,13 +119,6 @@ fn main() {
     params.publish(&page);
     page.set(OFF_READY, 0);
     page.write_magic();
-    {
-        let p = Arc::clone(&page);
-        std::thread::Builder::new()
-            .name("heartbeat".into())
-            .spawn(move || heartbeat(p, start))
-            .unwrap_or_else(|e| fail(Some(&page), &format!("heartbeat thread: {e}")));
-    }
     let mut rng = Rng::new(params.seed);
     let set_ready = || {
         page.set(OFF_READY_MS, start.elapsed().as_millis() as u64);
@@ -124,6 +134,20 @@ fn main() {
     };
     let res = match params.mode {
         Mode::Idle | Mode::Synthetic => {
+            // Locking more than the kernel can spare would make it OOM with
+            // only PID 1 to kill, i.e. panic: refuse cleanly instead.
+            let need = params.ws_mb + params.cold_mb;
+            if let Some(avail) = mem_available_mib() {
+                if need + MEM_RESERVE_MIB > avail {
+                    fail(
+                        Some(&page),
+                        &format!(
+                            "WS_MB+COLD_MB = {need} MiB does not fit: the guest has {avail} MiB available \
+                             and {MEM_RESERVE_MIB} MiB must stay free"
+                        ),
+                    );
+                }
+            }
             let mut mem = match synthetic::setup_memory(&params, &mut rng) {
                 Ok(m) => m,
                 Err(e) => fail(

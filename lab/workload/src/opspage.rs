@@ -147,3 +147,64 @@ impl OpsPage {
         std::sync::atomic::fence(Ordering::SeqCst);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magic_is_the_documented_bytes() {
+        let page = crate::util::Region::new(PAGE).unwrap();
+        let p = OpsPage::new(page.ptr);
+        p.write_magic();
+        let got = unsafe { std::slice::from_raw_parts(page.ptr, 16) };
+        // lab/workload/README.md: 6d 69 67 73 69 67 68 74 2d 6f 70 73 a7 3c 5e 01
+        let mut want = b"migsight-ops".to_vec();
+        want.extend_from_slice(&[0xa7, 0x3c, 0x5e, 0x01]);
+        assert_eq!(got, &want[..]);
+    }
+
+    #[test]
+    fn fields_are_u64_le_at_their_offsets() {
+        let page = crate::util::Region::new(PAGE).unwrap();
+        let p = OpsPage::new(page.ptr);
+        p.set(OFF_OPS, 0x0102_0304_0506_0708);
+        let b = unsafe { std::slice::from_raw_parts(page.ptr.add(0x18), 8) };
+        assert_eq!(b, &[8, 7, 6, 5, 4, 3, 2, 1]);
+        let offs = [
+            OFF_VERSION,
+            OFF_OPS,
+            OFF_PAGES_DIRTIED,
+            OFF_HEARTBEAT,
+            OFF_WORKLOAD_TYPE,
+            OFF_READY,
+            OFF_MODE,
+            OFF_WS_MB,
+            OFF_RATE,
+            OFF_BYTES,
+            OFF_ENTROPY,
+            OFF_PATTERN,
+            OFF_COMPUTE,
+            OFF_COLD_MB,
+            OFF_COLD_ENTROPY,
+            OFF_SEED,
+            OFF_LAYOUT,
+            OFF_VALUE_BYTES,
+            OFF_KEYS,
+            OFF_WRITE_PCT,
+            OFF_LEVEL,
+            OFF_OPS_RATE,
+            OFF_PIPELINE,
+            OFF_CHUNK_MB,
+            OFF_ROWS_PER_TXN,
+            OFF_MEM_MB,
+        ];
+        // Header and parameters are consecutive u64s from 0x10.
+        for (i, off) in offs.iter().enumerate() {
+            assert_eq!(*off, 0x10 + 8 * i);
+        }
+        p.set_bytes(OFF_MODE_NAME, 16, b"synthetic");
+        let n = unsafe { std::slice::from_raw_parts(page.ptr.add(0x180), 16) };
+        assert_eq!(&n[..10], b"synthetic\0");
+    }
+}

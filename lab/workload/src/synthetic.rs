@@ -200,3 +200,74 @@ pub fn run_synthetic(p: &Params, page: &OpsPage, mem: &mut Memory, rng: &mut Rng
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer(bytes: usize, entropy: u32, layout: Layout) -> Writer {
+        let mut perm = Box::new([0u16; PAGE]);
+        for (i, v) in perm.iter_mut().enumerate() {
+            *v = i as u16;
+        }
+        Writer {
+            bytes,
+            mask: ((1u32 << entropy) - 1) as u8,
+            layout,
+            perm,
+        }
+    }
+
+    #[test]
+    fn every_write_changes_exactly_bytes_distinct_positions_within_the_alphabet() {
+        let mut rng = Rng::new(7);
+        for &entropy in &[1u32, 2, 4, 8] {
+            for &layout in &[Layout::Scatter, Layout::Run] {
+                for &bytes in &[1usize, 2, 100, 512, 4095, 4096] {
+                    let mut w = writer(bytes, entropy, layout);
+                    let mut pg = vec![0u8; PAGE];
+                    rng.fill_alphabet(&mut pg, entropy);
+                    for _ in 0..20 {
+                        let before = pg.clone();
+                        w.write(&mut pg, &mut rng);
+                        let changed = before.iter().zip(&pg).filter(|(a, b)| a != b).count();
+                        assert_eq!(
+                            changed, bytes,
+                            "entropy {entropy} layout {layout:?} bytes {bytes}"
+                        );
+                        assert!(pg.iter().all(|&b| (b as u32) < (1 << entropy)));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pages_keep_about_entropy_bits() {
+        let mut rng = Rng::new(3);
+        for &entropy in &[1u32, 3, 4, 8] {
+            let mut w = writer(512, entropy, Layout::Scatter);
+            let mut pg = vec![0u8; PAGE];
+            rng.fill_alphabet(&mut pg, entropy);
+            for _ in 0..200 {
+                w.write(&mut pg, &mut rng);
+            }
+            let mut hist = [0usize; 256];
+            for &b in &pg {
+                hist[b as usize] += 1;
+            }
+            let h: f64 = hist
+                .iter()
+                .filter(|&&n| n > 0)
+                .map(|&n| {
+                    let p = n as f64 / PAGE as f64;
+                    -p * p.log2()
+                })
+                .sum();
+            assert!(
+                (h - entropy as f64).abs() < 0.1,
+                "entropy {entropy}: measured {h}"
+            );
+        }
+    }
+}

@@ -194,3 +194,31 @@ impl Pacer {
         0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacer_holds_the_rate() {
+        let mut p = Pacer::new(5000, 64);
+        let t = Instant::now();
+        let mut n = 0;
+        while t.elapsed() < Duration::from_millis(300) {
+            n += p.grant();
+        }
+        // 1500 expected (never more than rate x time + one chunk); allow for a
+        // loaded machine below.
+        assert!((1000..=1600).contains(&n), "{n}");
+    }
+
+    #[test]
+    fn below_stays_in_range() {
+        let mut r = Rng::new(1);
+        for n in [1u64, 2, 3, 1000, u64::MAX] {
+            for _ in 0..1000 {
+                assert!(r.below(n) < n);
+            }
+        }
+    }
+}
