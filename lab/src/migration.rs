@@ -216,11 +216,17 @@ pub fn migrate(
     let mut throttle_max = 0;
     let mut cancelled_at_cap = false;
     let mut interrupted = false;
+    // A cancelled migration's final `query-migrate` has no `ram` section:
+    // keep the last observed counters.
+    let mut transferred_seen = 0u64;
+    let mut syncs_seen = 0u64;
     loop {
         std::thread::sleep(poll);
         let info = src.query_migrate()?;
         let p = progress_of(&info, start.elapsed());
         throttle_max = throttle_max.max(p.throttle_percent);
+        transferred_seen = transferred_seen.max(p.transferred);
+        syncs_seen = syncs_seen.max(u(&info, "/ram/dirty-sync-count"));
         on_progress(&p);
         match p.status.as_str() {
             "completed" | "failed" | "cancelled" => {
@@ -249,9 +255,9 @@ pub fn migrate(
                     total_time_ms: total,
                     downtime_ms: if converged { f("downtime") } else { None },
                     setup_time_ms: f("setup-time"),
-                    transferred_bytes: u(&info, "/ram/transferred") as f64,
+                    transferred_bytes: transferred_seen as f64,
                     throttle_percent_max: throttle_max,
-                    dirty_sync_count: u(&info, "/ram/dirty-sync-count"),
+                    dirty_sync_count: syncs_seen,
                     wall: start.elapsed(),
                     error,
                     raw: info,
