@@ -5,17 +5,23 @@
 //! `predictor/`, the lab in `lab/`; the operator workflow (`plan`, `migrate`,
 //! `predict`, `install`) lives here in `cli/`.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
+mod config;
 mod install;
 mod migrate;
+mod outcomes;
 mod plan;
 mod predict;
 mod table;
 
 #[derive(Parser)]
-#[command(name = "migsight", version, about = "Predict how a QEMU/KVM live migration will go, and pick the algorithm")]
+#[command(
+    name = "migsight",
+    version,
+    about = "Predict how a QEMU/KVM live migration will go, and pick the algorithm"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,7 +61,15 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `migsight agent|predictor --config FILE`: the file's keys become flags.
+    let args = match config::expand_args(std::env::args_os().collect(), &Cli::command()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("migsight: error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     init_logging();
     let result = match cli.command {
         Command::Agent(a) => migsight_agent::cli::run(a),

@@ -17,7 +17,9 @@ pub const MIB: f64 = 1_048_576.0;
 pub const PAGE_SIZE: f64 = 4096.0;
 
 /// One profiled input feature of the CSAP schema.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// Serialised as its CSAP column name (`"VM_pdr"`), in JSON and on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Feature {
     VmSize,
     VmPdr,
@@ -136,6 +138,19 @@ impl Feature {
 impl fmt::Display for Feature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.column())
+    }
+}
+
+impl Serialize for Feature {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.column())
+    }
+}
+
+impl<'de> Deserialize<'de> for Feature {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(de::Error::custom)
     }
 }
 
@@ -422,6 +437,22 @@ mod tests {
         assert_eq!(c.e_nwss, None);
         assert_eq!(c.dltc_bf, None);
         assert_eq!(c.thr_bf, Some(25.0));
+    }
+
+    #[test]
+    fn features_serialise_as_column_names() {
+        assert_eq!(
+            serde_json::to_string(&Feature::VmPmuInstr).unwrap(),
+            "\"VM_pmu_instr\""
+        );
+        let f: Feature = serde_json::from_str("\"src_mem_avail\"").unwrap();
+        assert_eq!(f, Feature::SrcMemAvail);
+        assert!(serde_json::from_str::<Feature>("\"VmPdr\"").is_err());
+        let bytes = postcard::to_allocvec(&Feature::VmWss).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<Feature>(&bytes).unwrap(),
+            Feature::VmWss
+        );
     }
 
     #[test]
