@@ -317,9 +317,20 @@ impl OpsPage {
     }
 
     /// Reads the counters from the QEMU process `pid`.
+    ///
+    /// The page normally sits at the same offset in every QEMU that holds
+    /// this guest; if it is not there (another RAM mapping was picked, the
+    /// guest was restarted), the RAM is scanned again once.
     pub fn read(&self, pid: u32) -> Result<OpsReading, OpsError> {
         let mem = GuestMemory::open(pid)?;
-        self.read_with(&mem)
+        match self.read_with(&mem) {
+            Err(OpsError::Lost(off)) => {
+                tracing::warn!(pid, offset = off, "ops page moved; rescanning guest RAM");
+                let page = OpsPage::find(pid, Duration::from_secs(10))?;
+                page.read_with(&GuestMemory::open(pid)?)
+            }
+            r => r,
+        }
     }
 }
 
