@@ -1,8 +1,456 @@
-//! `migsight agent` (to be written).
+//! `migsight agent`: the host agent daemon.
+//!
+//! Listens on a Unix socket (default `/run/migsight/agent.sock`, mode 0600,
+//! its directory 0750 when created here) for length-prefixed postcard frames
+//! (`proto/src/frame.rs`) and answers:
+//!
+//! * `Health`: service, version, uptime; `ready` says whether the predictor
+//!   socket answered a health check.
+//! * `Profile`: locates the VM and profiles it on a blocking thread. A request
+//!   for a VM (same pid) that is already being profiled **joins** that run and
+//!   gets its result (with its own `VM_ptr`), instead of starting a second
+//!   sampler; different VMs are profiled concurrently. With
+//!   `AfterProfile::Predict`/`Recommend` the features are sent to the
+//!   predictor and its answer attached to the report.
+//!   **Predictor unreachable** (or answering with an error): the reply is an
+//!   error (`PredictorUnavailable`, or the predictor's own error kind) whose
+//!   message carries the profiled features as JSON, so the profiling is not
+//!   lost; ask again with `AfterProfile::Nothing` to get the report itself.
+//!
+//! Hostile input cannot take it down: frames over 1 MiB are refused before
+//! allocation (typed error, then the connection is closed, as its framing is
+//! lost), undecodable requests get a typed error and the connection stays
+//! usable, idle connections time out, and at most `--max-connections` are
+//! served at once. SIGTERM/SIGINT stop it gracefully (running profiles are
+//! cancelled, the socket file is removed).
 
-#[derive(clap::Args)]
-pub struct AgentArgs {}
+use crate::error::AgentError;
+use crate::profile::{profile, ProfileConfig};
+use migsight_proto::frame::{self, FrameError};
+use migsight_proto::wire::{
+    self, AfterProfile, Client, ClientError, ErrorKind, ErrorReply, Health, PredictRequest,
+    ProfileReport, ProfileRequest, RecommendRequest, Request, RequestBody, Response,
+};
+use migsight_proto::Feature;
+use std::collections::HashMap;
+use std::future::Future;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{watch, Semaphore};
 
-pub fn run(_a: AgentArgs) -> anyhow::Result<()> {
-    anyhow::bail!("migsight agent is not implemented yet")
+/// Options of `migsight agent`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Unix socket to listen on (created mode 0600).
+    #[arg(long, default_value = "/run/migsight/agent.sock")]
+    pub socket: PathBuf,
+    /// The predictor daemon's socket, for `Predict`/`Recommend` after profiling.
+    #[arg(long, default_value = "/run/migsight/predictor.sock")]
+    pub predictor: PathBuf,
+    /// Memory-sampling CPU budget: fraction of one core per GiB of guest RAM.
+    #[arg(long, default_value_t = 0.02)]
+    pub cpu_budget: f64,
+    /// Most client connections served at once.
+    #[arg(long, default_value_t = 32)]
+    pub max_connections: usize,
+    /// Close a connection idle (or stalled mid-frame) for this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub idle_timeout_s: u64,
+    /// Longest profiling window accepted, seconds.
+    #[arg(long, default_value_t = 600)]
+    pub max_window_s: u64,
+    /// Skip QEMU's calc-dirty-rate cross-check.
+    #[arg(long)]
+    pub no_qemu_dirty_rate: bool,
+}
+
+impl Default for AgentArgs {
+    fn default() -> Self {
+        AgentArgs {
+            socket: "/run/migsight/agent.sock".into(),
+            predictor: "/run/migsight/predictor.sock".into(),
+            cpu_budget: 0.02,
+            max_connections: 32,
+            idle_timeout_s: 60,
+            max_window_s: 600,
+            no_qemu_dirty_rate: false,
+        }
+    }
+}
+
+type Shared = watch::Receiver<Option<Result<ProfileReport, ErrorReply>>>;
+
+struct State {
+    args: AgentArgs,
+    started: Instant,
+    running: Mutex<HashMap<u32, Shared>>,
+    cancel: Arc<AtomicBool>,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(a: AgentArgs) -> anyhow::Result<()> {
+    let listener = bind(&a.socket)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let shutdown = async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+        };
+        serve(listener, a, shutdown).await
+    })
+}
+
+/// Binds the socket: parent directory created 0750 if missing, socket mode
+/// 0600 from the start (umask), a stale socket file replaced, a live one refused.
+pub fn bind(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
+        }
+    }
+    if let Ok(md) = std::fs::symlink_metadata(path) {
+        if !md.file_type().is_socket() {
+            anyhow::bail!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            );
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("another agent is already listening on {}", path.display());
+        }
+        std::fs::remove_file(path)?;
+    }
+    // SAFETY: umask has no preconditions; restored right after bind.
+    let old = unsafe { libc::umask(0o177) };
+    let l = std::os::unix::net::UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    let l = l.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Serves on `listener` until `shutdown` completes, then cancels running
+/// profiles and removes the socket file.
+pub async fn serve(
+    listener: std::os::unix::net::UnixListener,
+    args: AgentArgs,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let listener = UnixListener::from_std(listener)?;
+    let socket = args.socket.clone();
+    tracing::info!(socket = %socket.display(), predictor = %args.predictor.display(), "migsight agent listening");
+    let state = Arc::new(State {
+        started: Instant::now(),
+        running: Mutex::new(HashMap::new()),
+        cancel: Arc::new(AtomicBool::new(false)),
+        args,
+    });
+    let conns = Arc::new(Semaphore::new(state.args.max_connections.max(1)));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            acc = listener.accept() => {
+                let (stream, _) = match acc {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                match conns.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let st = state.clone();
+                        tokio::spawn(async move {
+                            connection(stream, st).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        tracing::warn!("connection limit reached; refusing a client");
+                        tokio::spawn(async move {
+                            let mut s = stream;
+                            let r = Response::Error(ErrorReply::new(ErrorKind::Internal, "too many connections; try again later"));
+                            let _ = tokio::time::timeout(Duration::from_secs(2), frame::write_frame(&mut s, &r)).await;
+                        });
+                    }
+                }
+            }
+        }
+    }
+    state.cancel.store(true, Ordering::Relaxed);
+    drop(listener);
+    let _ = std::fs::remove_file(&socket);
+    // Give running profiles a moment to notice the cancellation.
+    let t = Instant::now();
+    while !state.running.lock().unwrap().is_empty() && t.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::info!("migsight agent stopped");
+    Ok(())
+}
+
+async fn connection(mut stream: UnixStream, state: Arc<State>) {
+    let idle = Duration::from_secs(state.args.idle_timeout_s.max(1));
+    loop {
+        let payload = match tokio::time::timeout(idle, frame::read_frame(&mut stream)).await {
+            Err(_) => {
+                tracing::debug!("closing idle connection");
+                return;
+            }
+            Ok(Ok(None)) => return,
+            Ok(Ok(Some(p))) => p,
+            Ok(Err(FrameError::TooLarge { len, max })) => {
+                tracing::warn!(len, "oversize frame; closing the connection");
+                let r = Response::Error(ErrorReply::new(
+                    ErrorKind::BadRequest,
+                    format!("frame of {len} bytes exceeds the {max}-byte limit"),
+                ));
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    frame::write_frame(&mut stream, &r),
+                )
+                .await;
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "connection dropped mid-frame");
+                return;
+            }
+        };
+        let resp = match wire::decode_request(&payload) {
+            Err(reply) => {
+                tracing::warn!(kind = ?reply.kind, "bad request: {}", reply.message);
+                Response::Error(reply)
+            }
+            Ok(req) => handle(req, &state).await,
+        };
+        match tokio::time::timeout(
+            Duration::from_secs(30),
+            frame::write_frame(&mut stream, &resp),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+    }
+}
+
+async fn handle(req: Request, state: &Arc<State>) -> Response {
+    match req.body {
+        RequestBody::Health => {
+            let ready = predictor_health(&state.args.predictor).await;
+            Response::Health(Health {
+                service: "agent".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                protocol: wire::PROTOCOL_VERSION,
+                ready,
+                uptime_s: state.started.elapsed().as_secs_f64(),
+            })
+        }
+        RequestBody::Profile(p) => match profile_request(p, state).await {
+            Ok(r) => Response::Profile(r),
+            Err(e) => Response::Error(e),
+        },
+        RequestBody::ModelInfo | RequestBody::Predict(_) | RequestBody::Recommend(_) => {
+            Response::Error(ErrorReply::new(
+                ErrorKind::BadRequest,
+                "this is the agent; send ModelInfo/Predict/Recommend to the predictor",
+            ))
+        }
+    }
+}
+
+async fn predictor_health(path: &Path) -> bool {
+    let call = async {
+        let mut c = Client::connect(path).await.ok()?;
+        match c.call(RequestBody::Health).await {
+            Ok(Response::Health(h)) => Some(h.ready),
+            _ => None,
+        }
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), call).await,
+        Ok(Some(true))
+    )
+}
+
+fn validate(p: &ProfileRequest, max_window_s: u64) -> Result<(), ErrorReply> {
+    let bad = |m: String| Err(ErrorReply::new(ErrorKind::BadRequest, m));
+    if p.interval_ms < 100 {
+        return bad(format!("interval_ms {} is below 100", p.interval_ms));
+    }
+    if p.window_ms < p.interval_ms {
+        return bad(format!(
+            "window_ms {} is shorter than interval_ms {}",
+            p.window_ms, p.interval_ms
+        ));
+    }
+    if p.window_ms > max_window_s * 1000 {
+        return bad(format!(
+            "window_ms {} exceeds the agent's limit of {} s",
+            p.window_ms, max_window_s
+        ));
+    }
+    if !(p.bandwidth_bps.is_finite() && p.bandwidth_bps > 0.0) {
+        return bad(format!(
+            "bandwidth_bps {} must be a positive number",
+            p.bandwidth_bps
+        ));
+    }
+    if !(p.downtime_limit_ms.is_finite() && p.downtime_limit_ms >= 0.0) {
+        return bad(format!(
+            "downtime_limit_ms {} must be a non-negative number",
+            p.downtime_limit_ms
+        ));
+    }
+    if let AfterProfile::Recommend { sla, .. } = &p.then {
+        sla.validate()
+            .map_err(|m| ErrorReply::new(ErrorKind::BadRequest, m))?;
+    }
+    Ok(())
+}
+
+async fn profile_request(
+    p: ProfileRequest,
+    state: &Arc<State>,
+) -> Result<ProfileReport, ErrorReply> {
+    validate(&p, state.args.max_window_s)?;
+    let vm = p.vm.clone();
+    let target = tokio::task::spawn_blocking(move || crate::vm::locate(&vm))
+        .await
+        .map_err(|e| ErrorReply::new(ErrorKind::Internal, format!("locate task failed: {e}")))?
+        .map_err(|e: AgentError| e.to_reply())?;
+    let pid = target.pid;
+    // Join a running profile of the same VM, or start one.
+    let mut rx = {
+        let mut running = state.running.lock().unwrap();
+        if let Some(rx) = running.get(&pid) {
+            tracing::info!(pid, vm = %p.vm, "joining the running profile");
+            rx.clone()
+        } else {
+            let (tx, rx) = watch::channel(None);
+            running.insert(pid, rx.clone());
+            let cfg = ProfileConfig {
+                window: Duration::from_millis(p.window_ms),
+                interval: Duration::from_millis(p.interval_ms),
+                bandwidth_bps: p.bandwidth_bps,
+                cpu_budget: state.args.cpu_budget,
+                qemu_dirty_rate: !state.args.no_qemu_dirty_rate,
+                ..Default::default()
+            };
+            let st = state.clone();
+            let cancel = state.cancel.clone();
+            tracing::info!(pid, vm = %p.vm, window_ms = p.window_ms, "profiling");
+            tokio::task::spawn_blocking(move || {
+                let t = Instant::now();
+                let r = profile(&target, &cfg, &cancel).map_err(|e| e.to_reply());
+                match &r {
+                    Ok(rep) => tracing::info!(
+                        pid,
+                        secs = t.elapsed().as_secs_f64(),
+                        pdr = ?rep.features.get(Feature::VmPdr),
+                        wss = ?rep.features.get(Feature::VmWss),
+                        "profile done"
+                    ),
+                    Err(e) => tracing::warn!(pid, kind = ?e.kind, "profile failed: {}", e.message),
+                }
+                st.running.lock().unwrap().remove(&pid);
+                let _ = tx.send(Some(r));
+            });
+            rx
+        }
+    };
+    let result = rx
+        .wait_for(|v| v.is_some())
+        .await
+        .map_err(|_| ErrorReply::new(ErrorKind::Internal, "profiling task vanished"))?
+        .clone()
+        .expect("checked is_some");
+    let mut report = result?;
+    // A joined run may have been asked for another bandwidth: VM_ptr is ours.
+    report.features.set(
+        Feature::VmPtr,
+        Some(p.bandwidth_bps / migsight_proto::feature::MIB),
+    );
+    match &p.then {
+        AfterProfile::Nothing => Ok(report),
+        AfterProfile::Predict | AfterProfile::Recommend { .. } => {
+            ask_predictor(&p, report, &state.args.predictor).await
+        }
+    }
+}
+
+async fn ask_predictor(
+    p: &ProfileRequest,
+    mut report: ProfileReport,
+    path: &Path,
+) -> Result<ProfileReport, ErrorReply> {
+    let predict = PredictRequest {
+        features: report.features,
+        bandwidth_bps: p.bandwidth_bps,
+        downtime_limit_ms: p.downtime_limit_ms,
+    };
+    let body = match &p.then {
+        AfterProfile::Recommend { sla, objective } => RequestBody::Recommend(RecommendRequest {
+            predict,
+            sla: *sla,
+            objective: *objective,
+        }),
+        _ => RequestBody::Predict(predict),
+    };
+    let features_json = serde_json::to_string(&report.features).unwrap_or_default();
+    let call = async {
+        let mut c = Client::connect(path).await?;
+        c.call(body).await
+    };
+    let fail = |kind: ErrorKind, why: String| {
+        tracing::warn!(predictor = %path.display(), "predictor failed: {why}");
+        ErrorReply::new(
+            kind,
+            format!("{why}; the profiled features were: {features_json}"),
+        )
+    };
+    match tokio::time::timeout(Duration::from_secs(60), call).await {
+        Err(_) => Err(fail(
+            ErrorKind::PredictorUnavailable,
+            format!("predictor at {} did not answer within 60 s", path.display()),
+        )),
+        Ok(Err(ClientError::Server(e))) => {
+            Err(fail(e.kind, format!("predictor error: {}", e.message)))
+        }
+        Ok(Err(e)) => Err(fail(
+            ErrorKind::PredictorUnavailable,
+            format!("predictor unavailable: {e}"),
+        )),
+        Ok(Ok(Response::Prediction(pr))) => {
+            report.prediction = Some(pr);
+            Ok(report)
+        }
+        Ok(Ok(Response::Recommendation(rec))) => {
+            report.prediction = Some(rec.prediction.clone());
+            report.recommendation = Some(rec);
+            Ok(report)
+        }
+        Ok(Ok(other)) => Err(fail(
+            ErrorKind::PredictorUnavailable,
+            format!("predictor sent an unexpected reply: {other:?}"),
+        )),
+    }
 }

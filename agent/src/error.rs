@@ -13,7 +13,11 @@ pub enum AgentError {
     #[error("permission denied: {0} (the agent needs root or CAP_SYS_PTRACE to read another process's memory)")]
     PermissionDenied(String),
     #[error("QEMU process {pid} exited during profiling after {intervals} of {planned} intervals")]
-    VmExited { pid: u32, intervals: u32, planned: u32 },
+    VmExited {
+        pid: u32,
+        intervals: u32,
+        planned: u32,
+    },
     #[error("VM (pid {pid}) is paused (status {status:?}); resume it before profiling")]
     VmPaused { pid: u32, status: String },
     #[error("VM (pid {pid}) is migrating (migration status {status:?}); profile it before or after the migration")]
@@ -44,9 +48,10 @@ impl AgentError {
             AgentError::VmPaused { .. } => ErrorKind::VmPaused,
             AgentError::VmMigrating { .. } => ErrorKind::VmMigrating,
             AgentError::BadRequest(_) => ErrorKind::BadRequest,
-            AgentError::Cancelled { .. } | AgentError::Qmp(_) | AgentError::Io { .. } | AgentError::Other(_) => {
-                ErrorKind::Internal
-            }
+            AgentError::Cancelled { .. }
+            | AgentError::Qmp(_)
+            | AgentError::Io { .. }
+            | AgentError::Other(_) => ErrorKind::Internal,
         }
     }
 

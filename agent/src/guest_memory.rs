@@ -108,7 +108,13 @@ pub struct GuestMemory {
 
 impl fmt::Debug for GuestMemory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GuestMemory(pid {}, {} MiB at {:#x})", self.pid, self.size >> 20, self.host_addr)
+        write!(
+            f,
+            "GuestMemory(pid {}, {} MiB at {:#x})",
+            self.pid,
+            self.size >> 20,
+            self.host_addr
+        )
     }
 }
 
@@ -140,7 +146,11 @@ impl GuestMemory {
                     ram_size.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into())
                 ))
             })?;
-        let gm = GuestMemory { pid, host_addr, size };
+        let gm = GuestMemory {
+            pid,
+            host_addr,
+            size,
+        };
         // Prove we may read it (EPERM without CAP_SYS_PTRACE).
         let mut probe = [0u8; 8];
         gm.read(0, &mut probe)?;
@@ -173,7 +183,7 @@ impl GuestMemory {
     /// Reads `buf.len()` bytes at `offset` of the guest RAM.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), AgentError> {
         let len = buf.len() as u64;
-        if offset.checked_add(len).map_or(true, |e| e > self.size) {
+        if !matches!(offset.checked_add(len), Some(e) if e <= self.size) {
             return Err(AgentError::BadRequest(format!(
                 "read of {len} bytes at {offset:#x} is outside the {}-byte guest RAM",
                 self.size
@@ -190,7 +200,9 @@ impl GuestMemory {
                 iov_len: buf.len() - done,
             };
             // SAFETY: local iovec points into `buf`; the remote one is only read by the kernel.
-            let n = unsafe { libc::process_vm_readv(self.pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+            let n = unsafe {
+                libc::process_vm_readv(self.pid as libc::pid_t, &local, 1, &remote, 1, 0)
+            };
             if n < 0 {
                 return Err(self.os_error(std::io::Error::last_os_error()));
             }
@@ -228,7 +240,9 @@ impl GuestMemory {
             for k in 0..n {
                 let pg = pages[i + k];
                 if pg >= npages {
-                    return Err(AgentError::BadRequest(format!("page {pg} is outside the guest RAM")));
+                    return Err(AgentError::BadRequest(format!(
+                        "page {pg} is outside the guest RAM"
+                    )));
                 }
                 local.push(libc::iovec {
                     iov_base: buf[(i + k) * PAGE..].as_mut_ptr() as *mut libc::c_void,
@@ -257,7 +271,10 @@ impl GuestMemory {
             if whole == 0 {
                 // The first page of the batch cannot be read: the RAM is gone.
                 if !std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
-                    return Err(AgentError::VmNotFound(format!("process {} has exited", self.pid)));
+                    return Err(AgentError::VmNotFound(format!(
+                        "process {} has exited",
+                        self.pid
+                    )));
                 }
                 return Err(self.os_error(std::io::Error::from_raw_os_error(libc::EFAULT)));
             }
@@ -283,7 +300,10 @@ mod tests {
 ";
         let m = parse_maps(maps);
         assert_eq!(m.len(), 6);
-        assert_eq!(find_ram(&m, Some(512 << 20)), Some((0x7f1000000000, 512 << 20)));
+        assert_eq!(
+            find_ram(&m, Some(512 << 20)),
+            Some((0x7f1000000000, 512 << 20))
+        );
         assert_eq!(find_ram(&m, None), Some((0x7f1000000000, 512 << 20)));
         // The 1 GiB rwx code buffer is never RAM.
         assert_eq!(find_ram(&m, Some(1 << 30)), None);
@@ -292,7 +312,10 @@ mod tests {
         assert_eq!(find_ram(&m, Some(1 << 30)), Some((0x7f3000000000, 1 << 30)));
         // Split in two adjacent pieces.
         let split = "7f1000000000-7f1010000000 rw-p 00000000 00:00 0 \n7f1010000000-7f1020000000 rw-p 00000000 00:00 0 \n";
-        assert_eq!(find_ram(&parse_maps(split), Some(512 << 20)), Some((0x7f1000000000, 512 << 20)));
+        assert_eq!(
+            find_ram(&parse_maps(split), Some(512 << 20)),
+            Some((0x7f1000000000, 512 << 20))
+        );
     }
 
     #[test]

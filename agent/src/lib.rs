@@ -3,6 +3,24 @@
 //! The profiling library here is used both by the agent daemon and by the lab,
 //! so the features a model is trained on are computed by exactly the code that
 //! computes them in production.
+//!
+//! * [`vm::locate`] finds a VM from a [`migsight_proto::wire::VmRef`];
+//! * [`profile::profile`] measures its CSAP features over a window;
+//! * [`guest_memory::GuestMemory`] reads guest RAM from the host;
+//! * [`procfs`] has the small `/proc` readers the lab also uses for labels;
+//! * [`cli`] is the `migsight agent` daemon.
 
-pub mod qmp;
 pub mod cli;
+pub mod error;
+pub mod guest_memory;
+mod host;
+pub mod procfs;
+pub mod profile;
+pub mod qmp;
+pub mod sampler;
+pub mod vm;
+
+pub use error::AgentError;
+pub use guest_memory::GuestMemory;
+pub use profile::{profile, ProfileConfig};
+pub use vm::{locate, VmTarget};

@@ -25,7 +25,9 @@ fn proc_path(pid: u32, file: &str) -> PathBuf {
 pub(crate) fn read_proc(pid: u32, file: &str) -> Result<String, AgentError> {
     let p = proc_path(pid, file);
     std::fs::read_to_string(&p).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => AgentError::VmNotFound(format!("no process with pid {pid}")),
+        std::io::ErrorKind::NotFound => {
+            AgentError::VmNotFound(format!("no process with pid {pid}"))
+        }
         _ if e.raw_os_error() == Some(libc::ESRCH) => {
             AgentError::VmNotFound(format!("no process with pid {pid}"))
         }
@@ -113,7 +115,9 @@ pub struct ThreadInfo {
 pub fn threads(pid: u32) -> Result<Vec<ThreadInfo>, AgentError> {
     let dir = proc_path(pid, "task");
     let rd = std::fs::read_dir(&dir).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => AgentError::VmNotFound(format!("no process with pid {pid}")),
+        std::io::ErrorKind::NotFound => {
+            AgentError::VmNotFound(format!("no process with pid {pid}"))
+        }
         _ => AgentError::io(format!("listing {}", dir.display()), e),
     })?;
     let mut out = Vec::new();
@@ -124,8 +128,14 @@ pub fn threads(pid: u32) -> Result<Vec<ThreadInfo>, AgentError> {
         let Ok(stat) = std::fs::read_to_string(ent.path().join("stat")) else {
             continue; // thread exited meanwhile
         };
-        let Some((name, f)) = stat_fields(&stat) else { continue };
-        let t = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let Some((name, f)) = stat_fields(&stat) else {
+            continue;
+        };
+        let t = |i: usize| {
+            f.get(i - 3)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         out.push(ThreadInfo {
             tid,
             name,
@@ -228,7 +238,10 @@ pub fn self_cpu_seconds() -> f64 {
 }
 
 fn clock_seconds(clock: libc::clockid_t) -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid clock id and out pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
@@ -254,9 +267,9 @@ mod tests {
         // Burn some CPU in a thread that then exits: its time must still count.
         let before = process_cpu_seconds(pid).unwrap();
         std::thread::spawn(|| {
-            let t = Instant::now();
+            let t = thread_cpu_seconds();
             let mut x = 0u64;
-            while t.elapsed() < Duration::from_millis(300) {
+            while thread_cpu_seconds() - t < 0.3 {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
             }
         })
@@ -270,7 +283,10 @@ mod tests {
 
     #[test]
     fn missing_process_is_vm_not_found() {
-        assert!(matches!(process_cpu_seconds(u32::MAX - 1), Err(AgentError::VmNotFound(_))));
+        assert!(matches!(
+            process_cpu_seconds(u32::MAX - 1),
+            Err(AgentError::VmNotFound(_))
+        ));
     }
 
     #[test]
@@ -280,11 +296,21 @@ mod tests {
         assert_eq!(a.cpus, 2);
         assert_eq!(a.idle, 800);
         assert_eq!(a.total, 1000);
-        let b = HostCpu { idle: 800 + 50, total: 1000 + 100, cpus: 2 };
+        let b = HostCpu {
+            idle: 800 + 50,
+            total: 1000 + 100,
+            cpus: 2,
+        };
         assert!((b.idle_percent_since(&a) - 100.0).abs() < 1e-9);
         let avail = host_cpu_avail_percent(Duration::from_millis(50)).unwrap();
         assert!((0.0..=100.0 * a.cpus.max(64) as f64).contains(&avail));
-        assert_eq!(parse_meminfo("MemTotal: 10 kB\nMemAvailable:    2048 kB\n", "MemAvailable:"), Some(2048));
+        assert_eq!(
+            parse_meminfo(
+                "MemTotal: 10 kB\nMemAvailable:    2048 kB\n",
+                "MemAvailable:"
+            ),
+            Some(2048)
+        );
         assert!(host_mem_avail_mib().unwrap() > 1.0);
     }
 }

@@ -192,7 +192,10 @@ impl Qmp {
             .iter()
             .map(|(c, on)| json!({"capability": c, "state": on}))
             .collect();
-        self.execute("migrate-set-capabilities", Some(json!({"capabilities": list})))?;
+        self.execute(
+            "migrate-set-capabilities",
+            Some(json!({"capabilities": list})),
+        )?;
         Ok(())
     }
 
@@ -210,7 +213,9 @@ mod tests {
 
     /// A scripted QMP peer over a real socket: answers each command line with
     /// the next canned reply.
-    fn fake_qemu(replies: Vec<&'static str>) -> (tempfile::TempDir, PathBuf, std::thread::JoinHandle<()>) {
+    fn fake_qemu(
+        replies: Vec<&'static str>,
+    ) -> (tempfile::TempDir, PathBuf, std::thread::JoinHandle<()>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("qmp.sock");
         let listener = UnixListener::bind(&path).unwrap();
@@ -252,7 +257,9 @@ mod tests {
         let (_d, path, _h) = fake_qemu(vec![]);
         let e = Qmp::connect(&path, Duration::from_secs(5)).err().unwrap();
         assert!(matches!(e, QmpError::Closed(_)), "{e}");
-        let e = Qmp::connect(Path::new("/nonexistent/qmp"), Duration::from_secs(1)).err().unwrap();
+        let e = Qmp::connect(Path::new("/nonexistent/qmp"), Duration::from_secs(1))
+            .err()
+            .unwrap();
         assert!(matches!(e, QmpError::Connect { .. }));
     }
 }

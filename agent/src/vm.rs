@@ -18,7 +18,11 @@ pub struct VmTarget {
 
 impl VmTarget {
     pub fn new(pid: u32, qmp: Option<PathBuf>) -> Self {
-        VmTarget { pid, name: None, qmp }
+        VmTarget {
+            pid,
+            name: None,
+            qmp,
+        }
     }
 }
 
@@ -53,7 +57,9 @@ pub fn locate(r: &VmRef) -> Result<VmTarget, AgentError> {
                 }
             }
             match found.len() {
-                0 => Err(AgentError::VmNotFound(format!("no QEMU process with -name {name:?}"))),
+                0 => Err(AgentError::VmNotFound(format!(
+                    "no QEMU process with -name {name:?}"
+                ))),
                 1 => {
                     let (pid, args) = found.pop().unwrap();
                     let qmp = qmp_sockets(pid, &args).into_iter().next();
@@ -66,13 +72,19 @@ pub fn locate(r: &VmRef) -> Result<VmTarget, AgentError> {
                 _ => Err(AgentError::BadRequest(format!(
                     "{} QEMU processes are named {name:?} (pids {}); give a pid",
                     found.len(),
-                    found.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>().join(", ")
+                    found
+                        .iter()
+                        .map(|(p, _)| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))),
             }
         }
         VmRef::Libvirt(domain) => {
             if domain.contains('/') || domain.is_empty() {
-                return Err(AgentError::BadRequest(format!("bad libvirt domain name {domain:?}")));
+                return Err(AgentError::BadRequest(format!(
+                    "bad libvirt domain name {domain:?}"
+                )));
             }
             let pidfile = PathBuf::from(format!("/run/libvirt/qemu/{domain}.pid"));
             let pid = read_pidfile(&pidfile, &format!("libvirt domain {domain:?}"))?;
@@ -86,7 +98,10 @@ pub fn locate(r: &VmRef) -> Result<VmTarget, AgentError> {
         }
         VmRef::Proxmox(vmid) => {
             let dir = Path::new("/var/run/qemu-server");
-            let pid = read_pidfile(&dir.join(format!("{vmid}.pid")), &format!("Proxmox VM {vmid}"))?;
+            let pid = read_pidfile(
+                &dir.join(format!("{vmid}.pid")),
+                &format!("Proxmox VM {vmid}"),
+            )?;
             let args = check_qemu(pid)?;
             let qmp = dir.join(format!("{vmid}.qmp"));
             Ok(VmTarget {
@@ -100,21 +115,24 @@ pub fn locate(r: &VmRef) -> Result<VmTarget, AgentError> {
 
 fn read_pidfile(path: &Path, what: &str) -> Result<u32, AgentError> {
     let s = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            AgentError::VmNotFound(format!("{what} is not running ({} does not exist)", path.display()))
-        }
+        std::io::ErrorKind::NotFound => AgentError::VmNotFound(format!(
+            "{what} is not running ({} does not exist)",
+            path.display()
+        )),
         _ => AgentError::io(format!("reading {}", path.display()), e),
     })?;
-    s.trim()
-        .parse()
-        .map_err(|_| AgentError::VmNotFound(format!("{} does not hold a pid: {s:?}", path.display())))
+    s.trim().parse().map_err(|_| {
+        AgentError::VmNotFound(format!("{} does not hold a pid: {s:?}", path.display()))
+    })
 }
 
 /// The command line of `pid`, split at NULs.
 pub fn cmdline(pid: u32) -> Result<Vec<String>, AgentError> {
     let p = format!("/proc/{pid}/cmdline");
     let bytes = std::fs::read(&p).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => AgentError::VmNotFound(format!("no process with pid {pid}")),
+        std::io::ErrorKind::NotFound => {
+            AgentError::VmNotFound(format!("no process with pid {pid}"))
+        }
         _ => AgentError::io(format!("reading {p}"), e),
     })?;
     Ok(bytes
@@ -127,7 +145,10 @@ pub fn cmdline(pid: u32) -> Result<Vec<String>, AgentError> {
 fn looks_like_qemu(exe: &str) -> bool {
     let base = exe.rsplit('/').next().unwrap_or(exe);
     let base = base.trim_end_matches(" (deleted)");
-    base.starts_with("qemu-system") || base == "qemu-kvm" || base == "kvm" || base.starts_with("qemu-kvm")
+    base.starts_with("qemu-system")
+        || base == "qemu-kvm"
+        || base == "kvm"
+        || base.starts_with("qemu-kvm")
 }
 
 /// Checks that `pid` is a live QEMU system emulator and returns its arguments.
@@ -138,7 +159,9 @@ pub fn check_qemu(pid: u32) -> Result<Vec<String>, AgentError> {
     let stat = read_proc(pid, "stat")?;
     if let Some((_, f)) = crate::procfs::stat_fields(&stat) {
         if matches!(f.first(), Some(&"Z") | Some(&"X")) {
-            return Err(AgentError::VmNotFound(format!("process {pid} has exited (zombie)")));
+            return Err(AgentError::VmNotFound(format!(
+                "process {pid} has exited (zombie)"
+            )));
         }
     }
     let args = cmdline(pid)?;
@@ -165,7 +188,9 @@ pub fn check_qemu(pid: u32) -> Result<Vec<String>, AgentError> {
 
 /// Pids of every QEMU system emulator on the host.
 pub fn qemu_pids() -> Vec<u32> {
-    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     let mut v: Vec<u32> = rd
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
@@ -234,9 +259,9 @@ pub fn option_values<'a>(args: &'a [String], name: &str) -> Vec<&'a str> {
 /// Whether flag `name` (without value) appears.
 pub fn has_flag(args: &[String], name: &str) -> bool {
     let bare = name.trim_start_matches('-');
-    args.iter().skip(1).any(|a| {
-        a.strip_prefix("--").or_else(|| a.strip_prefix('-')) == Some(bare)
-    })
+    args.iter()
+        .skip(1)
+        .any(|a| a.strip_prefix("--").or_else(|| a.strip_prefix('-')) == Some(bare))
 }
 
 /// `key=value` of a QEMU option string.
@@ -268,8 +293,10 @@ pub fn ram_size_from_args(args: &[String]) -> u64 {
         return 128 << 20;
     };
     let opts = split_opts(v);
-    let size = opt_get(&opts, "size").or_else(|| opts.first().filter(|s| !s.contains('=')).cloned());
-    size.and_then(|s| parse_size_mib_default(&s)).unwrap_or(128 << 20)
+    let size =
+        opt_get(&opts, "size").or_else(|| opts.first().filter(|s| !s.contains('=')).cloned());
+    size.and_then(|s| parse_size_mib_default(&s))
+        .unwrap_or(128 << 20)
 }
 
 /// A QEMU size: a bare number is MiB for `-m`; suffixes K, M, G, T.
@@ -284,7 +311,7 @@ fn parse_size_mib_default(s: &str) -> Option<u64> {
         _ => (s, 1 << 20),
     };
     let n: f64 = num.parse().ok()?;
-    (n > 0.0).then(|| (n * mult as f64) as u64)
+    (n > 0.0).then_some((n * mult as f64) as u64)
 }
 
 fn resolve(pid: u32, p: &str) -> PathBuf {
@@ -304,7 +331,9 @@ pub fn qmp_sockets(pid: u32, args: &[String]) -> Vec<PathBuf> {
         for v in option_values(args, flag) {
             let opts = split_opts(v);
             if let Some(p) = opts[0].strip_prefix("unix:") {
-                let server = opts.iter().any(|o| o == "server" || o == "server=on" || o == "server=yes");
+                let server = opts
+                    .iter()
+                    .any(|o| o == "server" || o == "server=on" || o == "server=yes");
                 if server {
                     out.push(resolve(pid, p));
                 }
@@ -317,7 +346,9 @@ pub fn qmp_sockets(pid: u32, args: &[String]) -> Vec<PathBuf> {
         .filter_map(|v| {
             let o = split_opts(v);
             let mode = opt_get(&o, "mode").unwrap_or_else(|| "readline".into());
-            (mode == "control").then(|| opt_get(&o, "chardev")).flatten()
+            (mode == "control")
+                .then(|| opt_get(&o, "chardev"))
+                .flatten()
         })
         .collect();
     for v in option_values(args, "-chardev") {
@@ -326,7 +357,9 @@ pub fn qmp_sockets(pid: u32, args: &[String]) -> Vec<PathBuf> {
             continue;
         }
         let id = opt_get(&o, "id").unwrap_or_default();
-        let server = o.iter().any(|x| x == "server" || x == "server=on" || x == "server=yes");
+        let server = o
+            .iter()
+            .any(|x| x == "server" || x == "server=on" || x == "server=yes");
         if let (true, Some(path)) = (control_ids.contains(&id) && server, opt_get(&o, "path")) {
             out.push(resolve(pid, &path));
         }
@@ -344,7 +377,10 @@ fn same_path(a: &Path, b: &Path) -> bool {
 /// else by the socket's inode in `/proc/net/unix` and the processes' fds.
 pub fn pid_of_qmp_socket(path: &Path) -> Result<u32, AgentError> {
     if !path.exists() {
-        return Err(AgentError::VmNotFound(format!("QMP socket {} does not exist", path.display())));
+        return Err(AgentError::VmNotFound(format!(
+            "QMP socket {} does not exist",
+            path.display()
+        )));
     }
     let pids = qemu_pids();
     for &pid in &pids {
@@ -363,11 +399,14 @@ pub fn pid_of_qmp_socket(path: &Path) -> Result<u32, AgentError> {
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             let p = f.get(7)?;
-            (Path::new(p) == canon || Path::new(p) == path).then(|| f.get(6).map(|s| s.to_string()))?
+            (Path::new(p) == canon || Path::new(p) == path)
+                .then(|| f.get(6).map(|s| s.to_string()))?
         })
         .collect();
     for &pid in &pids {
-        let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
         for fd in rd.flatten() {
             if let Ok(l) = std::fs::read_link(fd.path()) {
                 let l = l.display().to_string();
@@ -397,7 +436,9 @@ mod tests {
         assert_eq!(vm_name(&a).as_deref(), Some("src"));
         assert_eq!(ram_size_from_args(&a), 512 << 20);
         assert_eq!(qmp_sockets(1, &a), vec![PathBuf::from("/tmp/a.qmp")]);
-        let a = args("qemu-system-x86_64 -name guest=web,,1,debug-threads=on -m size=2G,slots=2,maxmem=8G");
+        let a = args(
+            "qemu-system-x86_64 -name guest=web,,1,debug-threads=on -m size=2G,slots=2,maxmem=8G",
+        );
         assert_eq!(vm_name(&a).as_deref(), Some("web,1"));
         assert_eq!(ram_size_from_args(&a), 2 << 30);
         let a = args("qemu-system-x86_64 -m 1024 -chardev socket,id=mon0,path=/run/q.sock,server=on,wait=off -mon chardev=mon0,mode=control -chardev socket,id=s,path=/run/serial,server=on");
@@ -415,8 +456,14 @@ mod tests {
     #[test]
     fn non_qemu_and_missing_pids() {
         let me = std::process::id();
-        assert!(matches!(locate(&VmRef::Pid(me)), Err(AgentError::NotQemu { .. })));
-        assert!(matches!(locate(&VmRef::Pid(u32::MAX - 3)), Err(AgentError::VmNotFound(_))));
+        assert!(matches!(
+            locate(&VmRef::Pid(me)),
+            Err(AgentError::NotQemu { .. })
+        ));
+        assert!(matches!(
+            locate(&VmRef::Pid(u32::MAX - 3)),
+            Err(AgentError::VmNotFound(_))
+        ));
         assert!(matches!(
             locate(&VmRef::Name("no-such-vm-migsight".into())),
             Err(AgentError::VmNotFound(_))
@@ -425,7 +472,10 @@ mod tests {
             locate(&VmRef::Libvirt("no-such-domain".into())),
             Err(AgentError::VmNotFound(_))
         ));
-        assert!(matches!(locate(&VmRef::Proxmox(999_999)), Err(AgentError::VmNotFound(_))));
+        assert!(matches!(
+            locate(&VmRef::Proxmox(999_999)),
+            Err(AgentError::VmNotFound(_))
+        ));
         assert!(matches!(
             locate(&VmRef::QmpSocket("/nonexistent/q.sock".into())),
             Err(AgentError::VmNotFound(_))
