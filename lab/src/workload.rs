@@ -163,7 +163,7 @@ impl Ranges {
                 let max_keys =
                     ((room as f64 * 0.4 * 1048576.0) / (value as f64 + 100.0)).max(100.0);
                 let keys = rng
-                    .log_uniform(100.0, max_keys.min(200_000.0).max(101.0))
+                    .log_uniform(100.0, max_keys.clamp(101.0, 200_000.0))
                     .round() as u64;
                 p.push(("VALUE_BYTES", value.to_string()));
                 p.push(("KEYS", keys.to_string()));
