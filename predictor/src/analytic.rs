@@ -55,7 +55,9 @@ pub fn precopy(
         if pending <= threshold {
             break true;
         }
-        if rounds >= MAX_ROUNDS || (pdr >= bw && bound > threshold && rounds > 0 && pending >= bound) {
+        if rounds >= MAX_ROUNDS
+            || (pdr >= bw && bound > threshold && rounds > 0 && pending >= bound)
+        {
             break false;
         }
         let t = pending / bw;

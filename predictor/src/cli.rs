@@ -1,18 +1,327 @@
-//! `migsight predictor|train|eval` (to be written).
+//! `migsight predictor`, `migsight train`, `migsight eval`.
 
-#[derive(clap::Args)]
-pub struct ServeArgs {}
-#[derive(clap::Args)]
-pub struct TrainArgs {}
-#[derive(clap::Args)]
-pub struct EvalArgs {}
+use crate::data::Data;
+use crate::eval::{self, EvalOptions};
+use crate::family::FamilyKind;
+use crate::inputs;
+use crate::model::{Model, TrainOptions};
+use anyhow::Context;
+use migsight_proto::units;
+use migsight_proto::wire::{Objective, Sla};
+use std::path::PathBuf;
 
-pub fn serve(_a: ServeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+/// Run the predictor daemon.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Model file written by `migsight train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Unix socket to listen on (mode 0660, parent directory created).
+    #[arg(long, default_value = crate::server::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Group owning the socket (name or gid); members may connect.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
 }
-pub fn train(_a: TrainArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+
+/// Train models from CSAP-schema CSV files.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// CSAP-schema CSV file (repeatable); missing feature columns are allowed.
+    #[arg(long = "data", required = true)]
+    pub data: Vec<PathBuf>,
+    /// Where to write the model (atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed of every random choice (training is deterministic for a seed).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Model family: gbdt (default), svr, linear, analytic.
+    #[arg(long, default_value = "gbdt")]
+    pub family: FamilyKind,
+    /// Restrict the inputs (comma-separated input names, or raw/composed/analytic).
+    #[arg(long, value_delimiter = ',')]
+    pub features: Vec<String>,
+    /// Training threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// gbdt: number of trees.
+    #[arg(long, default_value_t = crate::gbdt::GbdtParams::regression().n_trees)]
+    pub gbdt_trees: usize,
+    /// gbdt: learning rate (shrinkage).
+    #[arg(long, default_value_t = crate::gbdt::GbdtParams::regression().learning_rate)]
+    pub gbdt_learning_rate: f64,
+    /// gbdt: maximum tree depth.
+    #[arg(long, default_value_t = crate::gbdt::GbdtParams::regression().max_depth)]
+    pub gbdt_depth: usize,
+    /// gbdt: loss, l1 (absolute error, default) or l2 (squared error), on the log target.
+    #[arg(long, default_value = "l1")]
+    pub gbdt_loss: String,
 }
-pub fn eval(_a: EvalArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+
+/// Cross-validate models on CSAP-schema CSV files.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// CSAP-schema CSV file (repeatable).
+    #[arg(long = "data", required = true)]
+    pub data: Vec<PathBuf>,
+    /// Restrict the inputs (comma-separated input names, or raw/composed/analytic).
+    #[arg(long, value_delimiter = ',')]
+    pub features: Vec<String>,
+    /// Model families to evaluate.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "gbdt,svr,linear,analytic"
+    )]
+    pub models: Vec<FamilyKind>,
+    #[arg(long, default_value_t = 10)]
+    pub folds: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// table, csv or json.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// Write the fold of every row (with inputs and labels) here, for the scikit-learn reference.
+    #[arg(long)]
+    pub folds_out: Option<PathBuf>,
+    /// Objective for recommendation quality (default: every objective).
+    #[arg(long)]
+    pub objective: Option<Objective>,
+    /// SLA limit for recommendation quality, e.g. 300ms.
+    #[arg(long)]
+    pub max_downtime: Option<String>,
+    #[arg(long)]
+    pub max_time: Option<String>,
+    #[arg(long)]
+    pub max_data: Option<String>,
+    #[arg(long)]
+    pub min_performance: Option<f64>,
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// gbdt: number of trees.
+    #[arg(long, default_value_t = crate::gbdt::GbdtParams::regression().n_trees)]
+    pub gbdt_trees: usize,
+    /// gbdt: learning rate (shrinkage).
+    #[arg(long, default_value_t = crate::gbdt::GbdtParams::regression().learning_rate)]
+    pub gbdt_learning_rate: f64,
+    /// gbdt: maximum tree depth.
+    #[arg(long, default_value_t = crate::gbdt::GbdtParams::regression().max_depth)]
+    pub gbdt_depth: usize,
+    /// gbdt: loss, l1 (absolute error, default) or l2 (squared error), on the log target.
+    #[arg(long, default_value = "l1")]
+    pub gbdt_loss: String,
+}
+
+/// Parses SLA flags with units.
+pub fn parse_sla(
+    max_downtime: Option<&str>,
+    max_time: Option<&str>,
+    max_data: Option<&str>,
+    min_performance: Option<f64>,
+) -> anyhow::Result<Sla> {
+    let sla = Sla {
+        max_downtime_ms: max_downtime.map(units::parse_duration_ms).transpose()?,
+        max_time_ms: max_time.map(units::parse_duration_ms).transpose()?,
+        max_data_bytes: max_data.map(units::parse_size).transpose()?,
+        min_performance,
+    };
+    sla.validate().map_err(anyhow::Error::msg)?;
+    Ok(sla)
+}
+
+fn gbdt_params(
+    trees: usize,
+    lr: f64,
+    depth: usize,
+    loss: &str,
+) -> anyhow::Result<crate::gbdt::GbdtParams> {
+    let loss = match loss {
+        "l1" => crate::gbdt::Loss::L1,
+        "l2" => crate::gbdt::Loss::L2,
+        other => anyhow::bail!("unknown --gbdt-loss {other:?} (expected l1 or l2)"),
+    };
+    anyhow::ensure!(
+        trees >= 1 && lr > 0.0 && lr <= 1.0 && depth >= 1,
+        "bad gbdt settings"
+    );
+    Ok(crate::gbdt::GbdtParams {
+        n_trees: trees,
+        learning_rate: lr,
+        max_depth: depth,
+        loss,
+        ..crate::gbdt::GbdtParams::regression()
+    })
+}
+
+fn allowed_inputs(features: &[String]) -> anyhow::Result<Vec<usize>> {
+    if features.is_empty() {
+        return Ok((0..inputs::INPUT_COUNT).collect());
+    }
+    let mut out = Vec::new();
+    for f in features {
+        let cols = inputs::resolve(f).with_context(|| {
+            format!(
+                "unknown input {f:?}; known: raw, composed, analytic, {}",
+                (0..inputs::INPUT_COUNT)
+                    .map(inputs::name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        out.extend(cols);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+pub fn write_stdout(s: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(a.threads.max(1))
+        .enable_all()
+        .build()?;
+    rt.block_on(crate::server::run(&a.model, &a.socket, a.group.as_deref()))
+}
+
+pub fn train(a: TrainArgs) -> anyhow::Result<()> {
+    let data = Data::load(&a.data)?;
+    anyhow::ensure!(
+        !data.rows.is_empty(),
+        "no usable rows (with a capability) in the data"
+    );
+    let mut opts = TrainOptions::new(a.family, a.seed);
+    opts.allowed = allowed_inputs(&a.features)?;
+    opts.threads = a.threads.max(1);
+    opts.gbdt = gbdt_params(
+        a.gbdt_trees,
+        a.gbdt_learning_rate,
+        a.gbdt_depth,
+        &a.gbdt_loss,
+    )?;
+    let model = Model::train(&data, &opts);
+    model.save(&a.out)?;
+    let mut out = String::new();
+    outln!(
+        out,
+        "trained {} model on {} rows ({}) in {:.1} s -> {}",
+        model.family,
+        data.rows.len(),
+        migsight_proto::Algorithm::ALL
+            .iter()
+            .map(|al| format!("{} {}", al.name(), model.rows[al.index()]))
+            .collect::<Vec<_>>()
+            .join(", "),
+        model.training_seconds,
+        a.out.display()
+    );
+    outln!(out, "data sha256 {}", model.data_sha256);
+    outln!(
+        out,
+        "\nin-sample cross-fitted scores (use `migsight eval` for the real cross-validation):"
+    );
+    outln!(
+        out,
+        "{:<13} {:<5} {:>5} {:>8} {:>9}",
+        "algorithm",
+        "metric",
+        "n",
+        "gMRE",
+        "coverage"
+    );
+    for am in &model.algorithms {
+        for mm in &am.metrics {
+            if let Some(cv) = &mm.cv {
+                outln!(
+                    out,
+                    "{:<13} {:<5} {:>5} {:>8.3} {:>9.3}",
+                    am.algorithm.name(),
+                    mm.metric.name(),
+                    cv.n,
+                    cv.gmre,
+                    cv.coverage
+                );
+            }
+        }
+    }
+    if !model.notes.is_empty() {
+        outln!(out, "\nnotes:");
+        for n in &model.notes {
+            outln!(out, "  - {n}");
+        }
+    }
+    write_stdout(&out)
+}
+
+pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
+    let data = Data::load(&a.data)?;
+    anyhow::ensure!(
+        !data.rows.is_empty(),
+        "no usable rows (with a capability) in the data"
+    );
+    anyhow::ensure!(a.folds >= 2, "--folds must be at least 2");
+    let sla = parse_sla(
+        a.max_downtime.as_deref(),
+        a.max_time.as_deref(),
+        a.max_data.as_deref(),
+        a.min_performance,
+    )?;
+    let opts = EvalOptions {
+        models: a.models.clone(),
+        folds: a.folds,
+        seed: a.seed,
+        allowed: allowed_inputs(&a.features)?,
+        sla,
+        objectives: a
+            .objective
+            .map(|o| vec![o])
+            .unwrap_or_else(|| Objective::ALL.to_vec()),
+        threads: a.threads.max(1),
+        gbdt: gbdt_params(
+            a.gbdt_trees,
+            a.gbdt_learning_rate,
+            a.gbdt_depth,
+            &a.gbdt_loss,
+        )?,
+    };
+    if let Some(p) = &a.folds_out {
+        let folds = eval::folds(&data, a.folds, a.seed);
+        migsight_proto::write_file_atomic(p, eval::folds_csv(&data, &folds).as_bytes())
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    let report = eval::run(&data, &opts);
+    for (m, s) in &report.train_seconds {
+        eprintln!("eval: {m}: {s:.2} s training over {} folds", report.folds);
+    }
+    match a.format.as_str() {
+        "table" => write_stdout(&eval::to_table(&report, &sla))?,
+        "csv" => {
+            write_stdout(&eval::to_csv(&report))?;
+            eprint!("{}", eval::converge_table(&report));
+            eprint!("{}", eval::rec_table(&report, &sla));
+        }
+        "json" => write_stdout(&(serde_json::to_string_pretty(&report)? + "\n"))?,
+        other => anyhow::bail!("unknown --format {other:?} (expected table, csv or json)"),
+    }
+    Ok(())
 }

@@ -39,7 +39,14 @@ pub struct InputSpec {
 
 /// Name of input column `i`.
 pub fn name(i: usize) -> &'static str {
-    const EXTRA: [&str; 6] = ["downtime_limit_ms", "A.TT", "A.DT", "A.TD", "A.CONV", "DIRTY.RATIO"];
+    const EXTRA: [&str; 6] = [
+        "downtime_limit_ms",
+        "A.TT",
+        "A.DT",
+        "A.TD",
+        "A.CONV",
+        "DIRTY.RATIO",
+    ];
     if i < Feature::COUNT {
         Feature::ALL[i].column()
     } else if i < DOWNTIME_LIMIT {
@@ -103,7 +110,11 @@ pub fn resolve(name_or_group: &str) -> Option<Vec<usize>> {
 }
 
 /// The analytic estimate used for `algorithm`'s inputs.
-pub fn analytic_estimate(fv: &FeatureVector, algorithm: Algorithm, downtime_limit_ms: f64) -> Option<analytic::Estimate> {
+pub fn analytic_estimate(
+    fv: &FeatureVector,
+    algorithm: Algorithm,
+    downtime_limit_ms: f64,
+) -> Option<analytic::Estimate> {
     let size = fv.get(Feature::VmSize);
     let pdr = fv.get(Feature::VmPdr);
     let wss = fv.get(Feature::VmWss);
@@ -165,7 +176,9 @@ mod tests {
 
     #[test]
     fn rows_mark_absence_as_nan() {
-        let fv = FeatureVector::new().with(Feature::VmSize, 1000.0).with(Feature::VmPtr, 100.0);
+        let fv = FeatureVector::new()
+            .with(Feature::VmSize, 1000.0)
+            .with(Feature::VmPtr, 100.0);
         let x = row(&fv, Algorithm::Precopy, 300.0);
         assert_eq!(x[Feature::VmSize.index()], 1000.0);
         assert!(x[Feature::VmWss.index()].is_nan());

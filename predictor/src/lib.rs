@@ -1,3 +1,32 @@
-//! migsight predictor: trains, evaluates and serves migration models.
+//! migsight predictor: trains, evaluates and serves live-migration models.
+//!
+//! * [`model`]: the trained model (one regressor per algorithm × metric, a
+//!   convergence classifier per algorithm, split-conformal intervals), its
+//!   versioned file format, prediction and recommendation.
+//! * [`family`]: the model families behind one trait — [`gbdt`] (default),
+//!   [`svr`] (the seed's bagged SVR), [`linear`], and the [`analytic`] series.
+//! * [`eval`]: k-fold cross-validation and recommendation quality.
+//! * [`server`]: the Unix-socket daemon.
+//! * [`cli`]: `migsight predictor|train|eval`.
 
+pub mod analytic;
 pub mod cli;
+pub mod data;
+pub mod eval;
+pub mod explain;
+pub mod family;
+pub mod gbdt;
+pub mod inputs;
+pub mod linear;
+pub mod model;
+pub mod prep;
+pub mod recommend;
+pub mod rng;
+pub mod score;
+pub mod server;
+pub mod sha256;
+pub mod svr;
+pub mod testdata;
+
+pub use family::FamilyKind;
+pub use model::{LoadError, Model, TrainOptions};

@@ -1,0 +1,592 @@
+//! `migsight eval`: k-fold cross-validation per model × algorithm × metric,
+//! and recommendation quality on paired groups.
+//!
+//! Folds are assigned to groups (rows sharing `group_id`; a row without one
+//! is its own group) by a seeded shuffle dealt round-robin, so all rows of a
+//! group are predicted by models that never saw any of them. Each fold's
+//! model is trained exactly as `migsight train` trains (inner cross-fitting
+//! for the conformal intervals included), so coverage is measured honestly.
+
+use crate::data::{Data, Row};
+use crate::family::FamilyKind;
+use crate::inputs;
+use crate::model::{assign_folds, parallel_map, train_algorithm, MetricPrediction, TrainOptions};
+use crate::recommend;
+use crate::score::{self, Stats};
+use migsight_proto::wire::{Objective, Sla};
+use migsight_proto::{Algorithm, Metric};
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// The exact CSV header of `migsight eval --format csv`.
+pub const CSV_HEADER: &str = "model,algorithm,metric,n,gMRE,MRE,MAE,p90_abs,coverage";
+
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub models: Vec<FamilyKind>,
+    pub folds: usize,
+    pub seed: u64,
+    pub allowed: Vec<usize>,
+    pub sla: Sla,
+    /// Objectives to judge recommendations for.
+    pub objectives: Vec<Objective>,
+    pub threads: usize,
+    /// Tree settings of the gbdt family.
+    pub gbdt: crate::gbdt::GbdtParams,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoreRow {
+    pub model: String,
+    pub algorithm: Algorithm,
+    pub metric: Metric,
+    #[serde(flatten)]
+    pub stats: Stats,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecQuality {
+    pub model: String,
+    pub objective: Objective,
+    /// Groups with ≥ 2 algorithms and at least one that truly met the SLA.
+    pub groups: usize,
+    /// Recommended algorithm was the true best.
+    pub accuracy: f64,
+    /// Mean relative regret of the recommended algorithm's true objective vs the best's, over groups where it met the SLA.
+    pub mean_regret: f64,
+    /// Fraction of groups where the recommended algorithm truly missed the SLA (or did not converge).
+    pub sla_violations: f64,
+    /// The single fixed algorithm with the highest accuracy, for comparison.
+    pub best_fixed: Option<Algorithm>,
+    pub best_fixed_accuracy: f64,
+}
+
+/// Out-of-fold quality of P(converges).
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvergeQuality {
+    pub model: String,
+    pub algorithm: Algorithm,
+    pub n: usize,
+    pub not_converged: usize,
+    /// Mean squared error of P(converges) against the outcome.
+    pub brier: f64,
+    /// The same for the constant training rate, for comparison.
+    pub brier_constant: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub rows: usize,
+    pub folds: usize,
+    pub scores: Vec<ScoreRow>,
+    pub recommendation: Vec<RecQuality>,
+    pub convergence: Vec<ConvergeQuality>,
+    /// Seconds spent training, per model family (all folds).
+    pub train_seconds: Vec<(String, f64)>,
+}
+
+/// Out-of-fold prediction of one row.
+#[derive(Debug, Clone, Copy)]
+struct Oof {
+    metrics: [MetricPrediction; 6],
+    p_meets: f64,
+    p_converge: f64,
+    /// The training folds' convergence rate (Laplace-smoothed).
+    p_constant: f64,
+}
+
+/// Fold of each row of `data`.
+pub fn folds(data: &Data, k: usize, seed: u64) -> Vec<usize> {
+    let groups: Vec<&str> = data.rows.iter().map(|r| r.group.as_str()).collect();
+    assign_folds(&groups, k, seed)
+}
+
+/// Writes the fold assignment with the raw and composed inputs and labels,
+/// for `predictor/reference/reference.py`.
+pub fn folds_csv(data: &Data, folds: &[usize]) -> String {
+    let mut s = String::from("row,algorithm,fold,group,converged");
+    for i in 0..inputs::DOWNTIME_LIMIT {
+        s.push(',');
+        s.push_str(inputs::name(i));
+    }
+    for m in Metric::ALL {
+        s.push(',');
+        s.push_str(m.name());
+    }
+    s.push('\n');
+    let cell = |v: f64| {
+        if v.is_finite() {
+            format!("{v}")
+        } else {
+            String::new()
+        }
+    };
+    for (i, r) in data.rows.iter().enumerate() {
+        let _ = write!(
+            s,
+            "{i},{},{},\"{}\",{}",
+            r.algorithm.name(),
+            folds[i],
+            r.group.replace('"', "'"),
+            r.converged as u8
+        );
+        for v in &r.x[..inputs::DOWNTIME_LIMIT] {
+            s.push(',');
+            s.push_str(&cell(*v));
+        }
+        for l in r.labels {
+            s.push(',');
+            s.push_str(&l.map(cell).unwrap_or_default());
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// Cross-validates every requested model family.
+pub fn run(data: &Data, opts: &EvalOptions) -> EvalReport {
+    let fold_of = folds(data, opts.folds, opts.seed);
+    let k = opts.folds.max(2);
+    let with_data = data.columns_with_data();
+    let allowed: Vec<usize> = with_data
+        .into_iter()
+        .filter(|c| opts.allowed.contains(c))
+        .collect();
+    let mut scores = Vec::new();
+    let mut recommendation = Vec::new();
+    let mut convergence = Vec::new();
+    let mut train_seconds = Vec::new();
+    for &family in &opts.models {
+        let start = std::time::Instant::now();
+        let mut topts = TrainOptions::new(family, opts.seed);
+        topts.allowed = allowed.clone();
+        topts.threads = 1;
+        topts.gbdt = opts.gbdt.clone();
+        let jobs: Vec<(usize, Algorithm)> = (0..k)
+            .flat_map(|f| Algorithm::ALL.map(|a| (f, a)))
+            .collect();
+        let results = parallel_map(&jobs, opts.threads, |&(f, a)| {
+            let train: Vec<&Row> = data
+                .rows
+                .iter()
+                .enumerate()
+                .filter(|(i, r)| r.algorithm == a && fold_of[*i] != f)
+                .map(|(_, r)| r)
+                .collect();
+            let model = train_algorithm(&topts, a, &train);
+            let ok = train.iter().filter(|r| r.converged).count();
+            let p_constant = (ok as f64 + 1.0) / (train.len() as f64 + 2.0);
+            let mut out = Vec::new();
+            for (i, r) in data.rows.iter().enumerate() {
+                if r.algorithm != a || fold_of[i] != f {
+                    continue;
+                }
+                let mut x = r.x.clone();
+                for (c, v) in x.iter_mut().enumerate() {
+                    if !allowed.contains(&c) {
+                        *v = f64::NAN;
+                    }
+                }
+                let metrics: [MetricPrediction; 6] =
+                    std::array::from_fn(|m| model.metrics[m].predict(&x));
+                let p_converge = model.p_converge(&x);
+                let mut p = p_converge;
+                for (metric, limit, upper) in opts.sla.limits() {
+                    p *= model.metrics[metric.index()].p_within(
+                        metrics[metric.index()].z,
+                        limit,
+                        upper,
+                    );
+                }
+                out.push((
+                    i,
+                    Oof {
+                        metrics,
+                        p_meets: p,
+                        p_converge,
+                        p_constant,
+                    },
+                ));
+            }
+            out
+        });
+        train_seconds.push((family.name().to_string(), start.elapsed().as_secs_f64()));
+        let mut oof: Vec<Option<Oof>> = vec![None; data.rows.len()];
+        for (i, o) in results.into_iter().flatten() {
+            oof[i] = Some(o);
+        }
+        for a in Algorithm::ALL {
+            for m in Metric::ALL {
+                let mut pred = Vec::new();
+                let mut truth = Vec::new();
+                let mut iv = Vec::new();
+                for (i, r) in data.rows.iter().enumerate() {
+                    if r.algorithm != a || !r.converged {
+                        continue;
+                    }
+                    let (Some(t), Some(o)) =
+                        (r.labels[m.index()].filter(|v| v.is_finite()), oof[i])
+                    else {
+                        continue;
+                    };
+                    let p = o.metrics[m.index()];
+                    pred.push(p.value);
+                    truth.push(t);
+                    iv.push((p.lo, p.hi));
+                }
+                if truth.is_empty() {
+                    continue;
+                }
+                scores.push(ScoreRow {
+                    model: family.name().to_string(),
+                    algorithm: a,
+                    metric: m,
+                    stats: score::stats(m, &pred, &truth, Some(&iv)),
+                });
+            }
+        }
+        for a in Algorithm::ALL {
+            let (mut n, mut fails, mut b, mut b0) = (0usize, 0usize, 0.0, 0.0);
+            for (i, r) in data.rows.iter().enumerate() {
+                if let (true, Some(o)) = (r.algorithm == a, oof[i]) {
+                    let y = if r.converged { 1.0 } else { 0.0 };
+                    n += 1;
+                    fails += (!r.converged) as usize;
+                    b += (o.p_converge - y).powi(2);
+                    b0 += (o.p_constant - y).powi(2);
+                }
+            }
+            if n > 0 {
+                convergence.push(ConvergeQuality {
+                    model: family.name().to_string(),
+                    algorithm: a,
+                    n,
+                    not_converged: fails,
+                    brier: b / n as f64,
+                    brier_constant: b0 / n as f64,
+                });
+            }
+        }
+        for &objective in &opts.objectives {
+            if let Some(q) = rec_quality(data, &oof, family.name(), &opts.sla, objective) {
+                recommendation.push(q);
+            }
+        }
+    }
+    EvalReport {
+        rows: data.rows.len(),
+        folds: k,
+        scores,
+        recommendation,
+        convergence,
+        train_seconds,
+    }
+}
+
+fn truly_meets(r: &Row, sla: &Sla) -> bool {
+    r.converged
+        && sla
+            .limits()
+            .into_iter()
+            .all(|(m, v, upper)| match r.labels[m.index()] {
+                Some(t) => {
+                    if upper {
+                        t <= v
+                    } else {
+                        t >= v
+                    }
+                }
+                None => false,
+            })
+}
+
+fn rec_quality(
+    data: &Data,
+    oof: &[Option<Oof>],
+    model: &str,
+    sla: &Sla,
+    objective: Objective,
+) -> Option<RecQuality> {
+    let (metric, lower_better) = objective.metric();
+    let mut by_group: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (i, r) in data.rows.iter().enumerate() {
+        if r.has_group {
+            by_group.entry(r.group.as_str()).or_default().push(i);
+        }
+    }
+    let better = |a: f64, b: f64| if lower_better { a < b } else { a > b };
+    let (mut groups, mut correct, mut violations) = (0usize, 0usize, 0usize);
+    let mut regrets = Vec::new();
+    let mut fixed_hits = [0usize; 5];
+    let mut fixed_seen = [0usize; 5];
+    for rows in by_group.values() {
+        let rows: Vec<usize> = rows.iter().cloned().filter(|&i| oof[i].is_some()).collect();
+        if rows.len() < 2 {
+            continue;
+        }
+        let obj = |i: usize| data.rows[i].labels[metric.index()];
+        let feasible: Vec<usize> = rows
+            .iter()
+            .cloned()
+            .filter(|&i| truly_meets(&data.rows[i], sla) && obj(i).is_some())
+            .collect();
+        let Some(best) = feasible.iter().cloned().reduce(|a, b| {
+            if better(obj(b).unwrap(), obj(a).unwrap()) {
+                b
+            } else {
+                a
+            }
+        }) else {
+            continue;
+        };
+        groups += 1;
+        let cands: Vec<recommend::Candidate> = rows
+            .iter()
+            .map(|&i| {
+                let o = oof[i].unwrap();
+                recommend::Candidate {
+                    point_meets: recommend::point_meets(sla, |m| o.metrics[m.index()].value),
+                    p: o.p_meets,
+                    value: o.metrics[metric.index()].value,
+                }
+            })
+            .collect();
+        let pick = rows[recommend::order(&cands, lower_better)[0]];
+        let best_alg = data.rows[best].algorithm;
+        if data.rows[pick].algorithm == best_alg {
+            correct += 1;
+        }
+        if feasible.contains(&pick) {
+            let (b, p) = (obj(best).unwrap(), obj(pick).unwrap());
+            regrets.push(if b != 0.0 { ((p - b) / b).abs() } else { 0.0 });
+        } else {
+            violations += 1;
+        }
+        for &i in &rows {
+            let a = data.rows[i].algorithm.index();
+            fixed_seen[a] += 1;
+            if data.rows[i].algorithm == best_alg {
+                fixed_hits[a] += 1;
+            }
+        }
+    }
+    if groups == 0 {
+        return None;
+    }
+    let (best_fixed, best_fixed_accuracy) = Algorithm::ALL
+        .iter()
+        .filter(|a| fixed_seen[a.index()] > 0)
+        .map(|a| (*a, fixed_hits[a.index()] as f64 / groups as f64))
+        .fold((None, 0.0), |(ba, bv), (a, v)| {
+            if v > bv || ba.is_none() {
+                (Some(a), v)
+            } else {
+                (ba, bv)
+            }
+        });
+    Some(RecQuality {
+        model: model.to_string(),
+        objective,
+        groups,
+        accuracy: correct as f64 / groups as f64,
+        mean_regret: if regrets.is_empty() {
+            f64::NAN
+        } else {
+            regrets.iter().sum::<f64>() / regrets.len() as f64
+        },
+        sla_violations: violations as f64 / groups as f64,
+        best_fixed,
+        best_fixed_accuracy,
+    })
+}
+
+fn f(v: f64, prec: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.prec$}")
+    } else {
+        String::new()
+    }
+}
+
+/// The scores as CSV with [`CSV_HEADER`].
+pub fn to_csv(report: &EvalReport) -> String {
+    let mut s = String::from(CSV_HEADER);
+    s.push('\n');
+    for r in &report.scores {
+        let st = &r.stats;
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{},{},{},{}",
+            r.model,
+            r.algorithm.name(),
+            r.metric.name(),
+            st.n,
+            f(st.gmre, 4),
+            f(st.mre, 4),
+            f(st.mae, 3),
+            f(st.p90_abs, 3),
+            f(st.coverage, 4)
+        );
+    }
+    s
+}
+
+/// Human-readable table of scores and recommendation quality.
+pub fn to_table(report: &EvalReport, sla: &Sla) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} rows, {}-fold cross-validation (folds by group_id)\n",
+        report.rows, report.folds
+    );
+    let _ = writeln!(
+        s,
+        "{:<9} {:<13} {:<5} {:>5} {:>8} {:>8} {:>14} {:>14} {:>9}",
+        "model", "algorithm", "metric", "n", "gMRE", "MRE", "MAE", "p90_abs", "coverage"
+    );
+    for r in &report.scores {
+        let st = &r.stats;
+        let _ = writeln!(
+            s,
+            "{:<9} {:<13} {:<5} {:>5} {:>8} {:>8} {:>14} {:>14} {:>9}",
+            r.model,
+            r.algorithm.name(),
+            r.metric.name(),
+            st.n,
+            f(st.gmre, 3),
+            f(st.mre, 3),
+            f(st.mae, 1),
+            f(st.p90_abs, 1),
+            f(st.coverage, 3)
+        );
+    }
+    s.push_str(&converge_table(report));
+    s.push_str(&rec_table(report, sla));
+    s
+}
+
+/// The P(converges) part alone.
+pub fn converge_table(report: &EvalReport) -> String {
+    let mut s = String::from("\nP(converges), out of fold (Brier score; lower is better)\n");
+    let _ = writeln!(
+        s,
+        "{:<9} {:<13} {:>5} {:>8} {:>8} {:>14}",
+        "model", "algorithm", "n", "failed", "brier", "constant rate"
+    );
+    for c in &report.convergence {
+        let _ = writeln!(
+            s,
+            "{:<9} {:<13} {:>5} {:>8} {:>8.4} {:>14.4}",
+            c.model,
+            c.algorithm.name(),
+            c.n,
+            c.not_converged,
+            c.brier,
+            c.brier_constant
+        );
+    }
+    s
+}
+
+/// The recommendation-quality part alone.
+pub fn rec_table(report: &EvalReport, sla: &Sla) -> String {
+    let mut s = String::new();
+    if report.recommendation.is_empty() {
+        let _ = writeln!(s, "\nrecommendation quality: no paired groups (rows sharing group_id) with a feasible algorithm");
+        return s;
+    }
+    let limits: Vec<String> = sla
+        .limits()
+        .iter()
+        .map(|(m, v, up)| format!("{} {} {}", m.name(), if *up { "<=" } else { ">=" }, v))
+        .collect();
+    let _ = writeln!(
+        s,
+        "\nrecommendation quality on paired groups (SLA: {})",
+        if limits.is_empty() {
+            "none".to_string()
+        } else {
+            limits.join(", ")
+        }
+    );
+    let _ = writeln!(
+        s,
+        "{:<9} {:<12} {:>6} {:>9} {:>12} {:>11} {:>26}",
+        "model",
+        "objective",
+        "groups",
+        "accuracy",
+        "mean_regret",
+        "violations",
+        "best fixed algorithm"
+    );
+    for q in &report.recommendation {
+        let _ = writeln!(
+            s,
+            "{:<9} {:<12} {:>6} {:>9} {:>12} {:>11} {:>26}",
+            q.model,
+            q.objective.name(),
+            q.groups,
+            f(q.accuracy, 3),
+            f(q.mean_regret, 3),
+            f(q.sla_violations, 3),
+            q.best_fixed
+                .map(|a| format!("{} ({:.3})", a.name(), q.best_fixed_accuracy))
+                .unwrap_or_default()
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_header_is_exact_and_folds_keep_groups_together() {
+        let data = Data::from_dataset(&crate::testdata::simulate(20, 1, true), "fixture");
+        let opts = EvalOptions {
+            models: vec![FamilyKind::Linear, FamilyKind::Analytic],
+            folds: 3,
+            seed: 1,
+            allowed: (0..inputs::INPUT_COUNT).collect(),
+            sla: Sla {
+                max_downtime_ms: Some(500.0),
+                ..Sla::default()
+            },
+            objectives: vec![Objective::Time],
+            threads: 2,
+            gbdt: crate::gbdt::GbdtParams::regression(),
+        };
+        let report = run(&data, &opts);
+        let csv = to_csv(&report);
+        let mut lines = csv.lines();
+        assert_eq!(
+            lines.next(),
+            Some("model,algorithm,metric,n,gMRE,MRE,MAE,p90_abs,coverage")
+        );
+        let first: Vec<&str> = lines.next().unwrap().split(',').collect();
+        assert_eq!(first.len(), 9);
+        assert_eq!(first[0], "linear");
+        assert_eq!(first[1], "precopy");
+        assert_eq!(first[2], "TT");
+        let algs: std::collections::HashSet<&str> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(1).unwrap())
+            .collect();
+        for a in ["precopy", "auto-converge", "xbzrle", "compress", "postcopy"] {
+            assert!(algs.contains(a), "{a}");
+        }
+        assert!(!report.recommendation.is_empty());
+        let f = folds(&data, 3, 1);
+        for (i, r) in data.rows.iter().enumerate() {
+            for (j, s) in data.rows.iter().enumerate() {
+                if r.group == s.group {
+                    assert_eq!(f[i], f[j]);
+                }
+            }
+        }
+        assert!(folds_csv(&data, &f).starts_with("row,algorithm,fold,group,converged,VM_size"));
+    }
+}

@@ -1,0 +1,377 @@
+//! Model families behind one trait, and the target transforms.
+
+use crate::gbdt::{Gbdt, GbdtParams};
+use crate::inputs;
+use crate::linear::Linear;
+use crate::svr::{BaggedSvr, SvrParams};
+use migsight_proto::Metric;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// The model families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FamilyKind {
+    /// Histogram gradient-boosted trees on log targets, absolute-error loss (default).
+    Gbdt,
+    /// The seed's bagged RBF SVR on standardized raw targets (paper reproduction).
+    Svr,
+    /// Ridge linear regression on log targets.
+    Linear,
+    /// The analytic pre-copy/post-copy series, calibrated by one factor per metric.
+    Analytic,
+}
+
+impl FamilyKind {
+    pub const ALL: [FamilyKind; 4] = [
+        FamilyKind::Gbdt,
+        FamilyKind::Svr,
+        FamilyKind::Linear,
+        FamilyKind::Analytic,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            FamilyKind::Gbdt => "gbdt",
+            FamilyKind::Svr => "svr",
+            FamilyKind::Linear => "linear",
+            FamilyKind::Analytic => "analytic",
+        }
+    }
+
+    /// The family as a trait object.
+    pub fn family(self) -> &'static dyn Family {
+        match self {
+            FamilyKind::Gbdt => &GbdtFamily,
+            FamilyKind::Svr => &SvrFamily,
+            FamilyKind::Linear => &LinearFamily,
+            FamilyKind::Analytic => &AnalyticFamily,
+        }
+    }
+}
+
+impl fmt::Display for FamilyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for FamilyKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        FamilyKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s.trim())
+            .ok_or_else(|| {
+                format!("unknown model family {s:?} (expected gbdt, svr, linear or analytic)")
+            })
+    }
+}
+
+/// How a metric's target is transformed before fitting; residuals and
+/// intervals live in the transformed space.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Transform {
+    /// `ln y` (strictly positive metrics).
+    Log,
+    /// `ln(y + shift)` (CPU, MEM: deltas that may be ≤ 0).
+    ShiftedLog { shift: f64 },
+    /// `y` (the SVR family, as in the seed).
+    Identity,
+}
+
+impl Transform {
+    /// Chooses the transform for `metric` given the training targets.
+    pub fn choose(kind: FamilyKind, metric: Metric, y: &[f64]) -> Transform {
+        if kind == FamilyKind::Svr {
+            return Transform::Identity;
+        }
+        let min = y.iter().cloned().fold(f64::INFINITY, f64::min);
+        if metric.strictly_positive() && min > 0.0 {
+            Transform::Log
+        } else {
+            Transform::ShiftedLog {
+                shift: 1.0 + (-min).max(0.0),
+            }
+        }
+    }
+
+    #[inline]
+    pub fn forward(self, y: f64) -> f64 {
+        match self {
+            Transform::Log => y.max(1e-12).ln(),
+            Transform::ShiftedLog { shift } => (y + shift).max(1e-12).ln(),
+            Transform::Identity => y,
+        }
+    }
+
+    #[inline]
+    pub fn inverse(self, z: f64) -> f64 {
+        match self {
+            Transform::Log => z.exp(),
+            Transform::ShiftedLog { shift } => z.exp() - shift,
+            Transform::Identity => z,
+        }
+    }
+
+    /// Forward transform of a limit, `None` if below the transform's domain
+    /// (then every outcome exceeds it).
+    pub fn forward_limit(self, y: f64) -> Option<f64> {
+        match self {
+            Transform::Log if y <= 0.0 => None,
+            Transform::ShiftedLog { shift } if y + shift <= 0.0 => None,
+            _ => Some(self.forward(y)),
+        }
+    }
+}
+
+/// What a family is given to fit one metric of one algorithm.
+pub struct FitInput<'a> {
+    pub x: &'a [Vec<f64>],
+    /// Transformed targets.
+    pub z: &'a [f64],
+    pub metric: Metric,
+    /// Input columns the family may use.
+    pub allowed: &'a [usize],
+    pub seed: u64,
+    /// Tree settings for the gbdt family.
+    pub gbdt: &'a GbdtParams,
+}
+
+/// A model family.
+pub trait Family: Sync {
+    fn kind(&self) -> FamilyKind;
+    /// Fits one regressor on transformed targets.
+    fn fit(&self, input: &FitInput) -> Regressor;
+}
+
+/// A fitted regressor (predicts the transformed target).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Regressor {
+    Gbdt(Gbdt),
+    Svr(BaggedSvr),
+    Linear(Linear),
+    /// `z = x[input] + offset`, or `fallback` when that input is absent.
+    Analytic {
+        input: usize,
+        offset: f64,
+        fallback: f64,
+    },
+    Constant(f64),
+    /// Trees fitted to the residual of a base model (the calibrated analytic estimate).
+    Boosted {
+        base: Box<Regressor>,
+        trees: Gbdt,
+    },
+    /// A linear model fitted to the residual of a base model (the calibrated analytic estimate).
+    Residual {
+        base: Box<Regressor>,
+        linear: Linear,
+    },
+}
+
+impl Regressor {
+    #[inline]
+    pub fn predict(&self, x: &[f64]) -> f64 {
+        match self {
+            Regressor::Gbdt(m) => m.predict(x),
+            Regressor::Svr(m) => m.predict(x),
+            Regressor::Linear(m) => m.predict(x),
+            Regressor::Analytic {
+                input,
+                offset,
+                fallback,
+            } => {
+                let v = x[*input];
+                if v.is_finite() {
+                    v + offset
+                } else {
+                    *fallback
+                }
+            }
+            Regressor::Constant(c) => *c,
+            Regressor::Boosted { base, trees } => base.predict(x) + trees.predict(x),
+            Regressor::Residual { base, linear } => base.predict(x) + linear.predict(x),
+        }
+    }
+}
+
+impl Regressor {
+    /// For boosted models, the prediction after 0, 1, … trees.
+    pub fn predict_staged(&self, x: &[f64]) -> Option<Vec<f64>> {
+        match self {
+            Regressor::Gbdt(g) => Some(g.predict_staged(x)),
+            Regressor::Boosted { base, trees } => {
+                let b = base.predict(x);
+                Some(trees.predict_staged(x).into_iter().map(|v| v + b).collect())
+            }
+            _ => None,
+        }
+    }
+
+    /// Keeps the first `k` trees of a boosted model.
+    pub fn truncate_trees(&mut self, k: usize) {
+        match self {
+            Regressor::Gbdt(g) | Regressor::Boosted { trees: g, .. } => g.truncate(k),
+            _ => {}
+        }
+    }
+
+    /// Number of trees of a boosted model.
+    pub fn tree_count(&self) -> Option<usize> {
+        match self {
+            Regressor::Gbdt(g) | Regressor::Boosted { trees: g, .. } => Some(g.trees.len()),
+            _ => None,
+        }
+    }
+}
+
+/// The analytic input column of a metric, if it has one.
+pub fn analytic_input(metric: Metric) -> Option<usize> {
+    match metric {
+        Metric::TT => Some(inputs::A_TT),
+        Metric::DT => Some(inputs::A_DT),
+        Metric::TD => Some(inputs::A_TD),
+        _ => None,
+    }
+}
+
+fn masked(x: &[Vec<f64>], allowed: &[usize]) -> Vec<Vec<f64>> {
+    let keep: Vec<bool> = (0..inputs::INPUT_COUNT)
+        .map(|i| allowed.contains(&i))
+        .collect();
+    x.iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(i, v)| if keep[i] { *v } else { f64::NAN })
+                .collect()
+        })
+        .collect()
+}
+
+pub fn median_of(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+pub struct GbdtFamily;
+impl Family for GbdtFamily {
+    fn kind(&self) -> FamilyKind {
+        FamilyKind::Gbdt
+    }
+    /// For TT, DT and TD the trees boost the residual of the calibrated
+    /// analytic estimate (so with few rows the model is the analytic one,
+    /// and the trees learn the corrections as data grows); otherwise plain.
+    fn fit(&self, i: &FitInput) -> Regressor {
+        let x = if i.allowed.len() == inputs::INPUT_COUNT {
+            i.x.to_vec()
+        } else {
+            masked(i.x, i.allowed)
+        };
+        let analytic_base = i.gbdt.analytic_base
+            && analytic_input(i.metric)
+                .is_some_and(|c| i.allowed.contains(&c) && x.iter().any(|r| r[c].is_finite()));
+        if analytic_base {
+            let base = AnalyticFamily.fit(i);
+            let resid: Vec<f64> = x
+                .iter()
+                .zip(i.z)
+                .map(|(r, z)| z - base.predict(r))
+                .collect();
+            let trees = Gbdt::fit(&x, &resid, inputs::INPUT_COUNT, i.gbdt, i.seed);
+            return Regressor::Boosted {
+                base: Box::new(base),
+                trees,
+            };
+        }
+        Regressor::Gbdt(Gbdt::fit(&x, i.z, inputs::INPUT_COUNT, i.gbdt, i.seed))
+    }
+}
+
+pub struct SvrFamily;
+impl Family for SvrFamily {
+    fn kind(&self) -> FamilyKind {
+        FamilyKind::Svr
+    }
+    fn fit(&self, i: &FitInput) -> Regressor {
+        Regressor::Svr(BaggedSvr::fit(
+            i.x,
+            i.z,
+            i.allowed,
+            &SvrParams::default(),
+            i.seed,
+        ))
+    }
+}
+
+/// Ridge penalty per row of the linear family (measured on lab data: 1e-3 overfits).
+pub const LINEAR_RIDGE: f64 = 1.0;
+
+pub struct LinearFamily;
+impl Family for LinearFamily {
+    fn kind(&self) -> FamilyKind {
+        FamilyKind::Linear
+    }
+    /// For TT, DT and TD: ridge on the residual of the calibrated analytic estimate.
+    fn fit(&self, i: &FitInput) -> Regressor {
+        let analytic_base = analytic_input(i.metric)
+            .is_some_and(|c| i.allowed.contains(&c) && i.x.iter().any(|r| r[c].is_finite()));
+        if analytic_base {
+            let base = AnalyticFamily.fit(i);
+            let resid: Vec<f64> =
+                i.x.iter()
+                    .zip(i.z)
+                    .map(|(r, z)| z - base.predict(r))
+                    .collect();
+            return Regressor::Residual {
+                base: Box::new(base),
+                linear: Linear::fit(i.x, &resid, i.allowed, LINEAR_RIDGE),
+            };
+        }
+        Regressor::Linear(Linear::fit(i.x, i.z, i.allowed, LINEAR_RIDGE))
+    }
+}
+
+pub struct AnalyticFamily;
+impl Family for AnalyticFamily {
+    fn kind(&self) -> FamilyKind {
+        FamilyKind::Analytic
+    }
+    fn fit(&self, i: &FitInput) -> Regressor {
+        let fallback = median_of(i.z);
+        let input = match i.metric {
+            Metric::TT => inputs::A_TT,
+            Metric::DT => inputs::A_DT,
+            Metric::TD => inputs::A_TD,
+            _ => return Regressor::Constant(fallback),
+        };
+        if !i.allowed.contains(&input) {
+            return Regressor::Constant(fallback);
+        }
+        let d: Vec<f64> =
+            i.x.iter()
+                .zip(i.z)
+                .filter(|(r, _)| r[input].is_finite())
+                .map(|(r, z)| z - r[input])
+                .collect();
+        if d.is_empty() {
+            return Regressor::Constant(fallback);
+        }
+        Regressor::Analytic {
+            input,
+            offset: median_of(&d),
+            fallback,
+        }
+    }
+}

@@ -1,0 +1,1355 @@
+//! The trained model: training, the versioned file format, prediction,
+//! intervals, explanations and recommendations.
+
+use crate::data::{self, Data, DataSource, Row};
+use crate::family::{median_of, FamilyKind, FitInput, Regressor, Transform};
+use crate::gbdt::{Gbdt, GbdtParams};
+use crate::inputs::{self, InputSpec, INPUT_COUNT};
+use crate::rng::Rng;
+use crate::score::{self, Stats};
+use crate::sha256;
+use migsight_proto::wire::{
+    AlgorithmPrediction, CvScore, ErrorKind, ErrorReply, Interval, ModelInfo, PredictRequest,
+    Prediction, RecommendRequest, Recommendation,
+};
+use migsight_proto::{Algorithm, Feature, Metric};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Version of the model file layout. Bump on any incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+/// First bytes of a model file.
+pub const MAGIC: &[u8; 8] = b"MIGSMDL\n";
+/// Nominal coverage of the prediction intervals.
+pub const COVERAGE: f64 = 0.90;
+/// Fewest converged, labelled rows to fit a metric model with the chosen
+/// family; below it, the calibrated analytic estimate (or the median).
+pub const MIN_FIT_ROWS: usize = 10;
+/// Fewest rows for that calibration (and its cross-fitted intervals); below
+/// it, the median with an interval from the observed spread.
+pub const MIN_CALIBRATION_ROWS: usize = 4;
+/// Relative out-of-fold error within which fewer trees are preferred
+/// (measured on lab data: 0.02 and 0.05 were worse than 0).
+pub const STAGE_TOLERANCE: f64 = 0.0;
+/// Fewest rows of the minority class to fit a convergence classifier.
+pub const MIN_CLASS_ROWS: usize = 3;
+
+/// Why a model file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a migsight model file (bad magic bytes)")]
+    NotAModel { path: String },
+    #[error("{path}: model format version {found}, this migsight reads version {expected}; retrain with `migsight train`")]
+    Version {
+        path: String,
+        found: u32,
+        expected: u32,
+    },
+    #[error("{path}: model file is truncated or corrupt ({why})")]
+    Corrupt { path: String, why: String },
+}
+
+/// Convergence: P(the migration completes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ConvergeModel {
+    /// Too few non-converged (or converged) rows: the Laplace-smoothed rate.
+    Constant { p: f64, note: String },
+    /// Log-loss trees on [`CONVERGE_INPUTS`]; probabilities kept within
+    /// `[floor, 1 − floor]`, `floor = 1/(n+2)`.
+    Classifier { model: Gbdt, floor: f64 },
+}
+
+/// Inputs of the convergence classifier: scale-free or rate features only
+/// (dirty rate / bandwidth, the analytic convergence flag, compressibility,
+/// CPU use), so that a few non-converged rows cannot teach it "big VMs fail".
+pub const CONVERGE_INPUTS: [usize; 5] = [
+    inputs::DIRTY_RATIO,
+    inputs::A_CONV,
+    Feature::VmWse as usize,
+    Feature::VmMwpp as usize,
+    Feature::VmCpuUtil as usize,
+];
+
+/// How a metric model was obtained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MetricStatus {
+    Fitted,
+    /// Fewer than [`MIN_FIT_ROWS`] rows: the calibrated analytic estimate or
+    /// the median (below [`MIN_CALIBRATION_ROWS`]: the median, interval from
+    /// the observed spread).
+    FewRows,
+    /// No labelled rows: a placeholder (analytic estimate or a neutral value) with a wide interval.
+    NoData,
+}
+
+/// Held-out residuals in transformed space (sorted sketch) and the interval offsets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Residuals {
+    pub n: u64,
+    /// Up to 201 order statistics, ascending.
+    pub sketch: Vec<f64>,
+    /// Added to the transformed prediction for the interval's ends.
+    pub lo: f64,
+    pub hi: f64,
+}
+
+impl Residuals {
+    /// Split-conformal offsets for a two-sided `COVERAGE` interval.
+    pub fn from(mut r: Vec<f64>) -> Residuals {
+        r.retain(|v| v.is_finite());
+        r.sort_by(|a, b| a.total_cmp(b));
+        let n = r.len();
+        if n == 0 {
+            return Residuals {
+                n: 0,
+                sketch: vec![],
+                lo: 0.0,
+                hi: 0.0,
+            };
+        }
+        let (lo, hi) = conformal_offsets(&r);
+        // The interval always contains the point prediction.
+        let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+        let m = n.min(201);
+        let sketch = (0..m)
+            .map(|k| {
+                if m == 1 {
+                    r[0]
+                } else {
+                    r[k * (n - 1) / (m - 1)]
+                }
+            })
+            .collect();
+        Residuals {
+            n: n as u64,
+            sketch,
+            lo,
+            hi,
+        }
+    }
+
+    /// P(residual ≤ t), from the sketch (interpolated, kept off 0 and 1).
+    pub fn cdf(&self, t: f64) -> f64 {
+        let s = &self.sketch;
+        let n = self.n as f64;
+        if s.is_empty() {
+            return 0.5;
+        }
+        let floor = 0.5 / (n + 1.0);
+        if t < s[0] {
+            return floor;
+        }
+        if t >= s[s.len() - 1] {
+            return 1.0 - floor;
+        }
+        let m = s.len();
+        let rank = |k: usize| (1.0 + k as f64 * (n - 1.0) / (m as f64 - 1.0)) / (n + 1.0);
+        let k = s.partition_point(|v| *v <= t); // s[k-1] <= t < s[k]
+        let (a, b) = (s[k - 1], s[k]);
+        let w = if b > a { (t - a) / (b - a) } else { 1.0 };
+        (rank(k - 1) + w * (rank(k) - rank(k - 1))).clamp(floor, 1.0 - floor)
+    }
+}
+
+/// `(lo, hi)` residual offsets of a split-conformal interval over sorted residuals.
+pub fn conformal_offsets(sorted: &[f64]) -> (f64, f64) {
+    let n = sorted.len();
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    let alpha = 1.0 - COVERAGE;
+    let k_hi = (((n + 1) as f64) * (1.0 - alpha / 2.0)).ceil() as usize;
+    let k_lo = (((n + 1) as f64) * (alpha / 2.0)).floor() as usize;
+    let hi = sorted[k_hi.clamp(1, n) - 1];
+    let lo = sorted[k_lo.clamp(1, n) - 1];
+    // Below n = 19 the exact split-conformal end is unbounded (the rank
+    // exceeds n); extrapolate two average gaps per missing rank instead.
+    let gap = if n > 1 {
+        (sorted[n - 1] - sorted[0]) / (n - 1) as f64
+    } else {
+        sorted[0].abs().max(0.1)
+    };
+    let hi = hi + 2.0 * gap * k_hi.saturating_sub(n) as f64;
+    let lo = lo - 2.0 * gap * (1usize.saturating_sub(k_lo)) as f64;
+    (lo, hi)
+}
+
+fn tree_ok(g: &Gbdt) -> bool {
+    g.trees.iter().all(|t| {
+        !t.nodes.is_empty()
+            && t.nodes.iter().enumerate().all(|(i, n)| {
+                n.feature == u16::MAX
+                    || ((n.feature as usize) < INPUT_COUNT
+                        && (n.left as usize) < t.nodes.len()
+                        && (n.right as usize) < t.nodes.len()
+                        // Children come after parents: routing terminates.
+                        && n.left as usize > i
+                        && n.right as usize > i)
+            })
+    })
+}
+
+fn linear_ok(l: &crate::linear::Linear) -> bool {
+    let p = l.scaler.cols.len();
+    l.scaler.cols.iter().all(|&c| c < INPUT_COUNT)
+        && l.weights.len() == p
+        && l.scaler.fill.len() == p
+        && l.scaler.mean.len() == p
+        && l.scaler.scale.len() == p
+}
+
+fn regressor_ok(r: &Regressor) -> bool {
+    let ok = |i: usize| i < INPUT_COUNT;
+    match r {
+        Regressor::Gbdt(g) => tree_ok(g),
+        Regressor::Linear(l) => linear_ok(l),
+        Regressor::Residual { base, linear } => {
+            !matches!(
+                **base,
+                Regressor::Boosted { .. } | Regressor::Residual { .. }
+            ) && regressor_ok(base)
+                && linear_ok(linear)
+        }
+        Regressor::Svr(s) => {
+            let p = s.scaler.cols.len();
+            s.scaler.cols.iter().all(|&c| ok(c))
+                && s.scaler.fill.len() == p
+                && s.scaler.mean.len() == p
+                && s.scaler.scale.len() == p
+                && s.members.iter().all(|mm| {
+                    mm.features.iter().all(|&f| f < p)
+                        && mm.sv.len() == mm.coef.len() * mm.features.len()
+                })
+        }
+        Regressor::Analytic { input, .. } => ok(*input),
+        Regressor::Constant(_) => true,
+        Regressor::Boosted { base, trees } => {
+            !matches!(**base, Regressor::Boosted { .. }) && regressor_ok(base) && tree_ok(trees)
+        }
+    }
+}
+
+/// One metric of one algorithm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricModel {
+    pub metric: Metric,
+    pub status: MetricStatus,
+    pub n: u64,
+    pub transform: Transform,
+    pub regressor: Regressor,
+    pub residuals: Residuals,
+    /// Cross-validated scores of this metric on the training data (out-of-fold).
+    pub cv: Option<Stats>,
+    pub note: Option<String>,
+}
+
+/// A point prediction with its interval, and the transformed value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricPrediction {
+    pub value: f64,
+    pub lo: f64,
+    pub hi: f64,
+    pub z: f64,
+}
+
+impl MetricModel {
+    #[inline]
+    pub fn predict(&self, x: &[f64]) -> MetricPrediction {
+        let z = self.regressor.predict(x);
+        let t = self.transform;
+        // Strictly positive metrics stay positive whatever the family.
+        let floor = if self.metric.strictly_positive() {
+            1e-9
+        } else {
+            f64::NEG_INFINITY
+        };
+        MetricPrediction {
+            value: t.inverse(z).max(floor),
+            lo: t.inverse(z + self.residuals.lo).max(floor),
+            hi: t.inverse(z + self.residuals.hi).max(floor),
+            z,
+        }
+    }
+
+    /// P(outcome ≤ limit) (`upper`) or P(outcome ≥ limit).
+    pub fn p_within(&self, z: f64, limit: f64, upper: bool) -> f64 {
+        let p_le = match self.transform.forward_limit(limit) {
+            None => 0.0,
+            Some(tl) => self.residuals.cdf(tl - z),
+        };
+        if upper {
+            p_le
+        } else {
+            1.0 - p_le
+        }
+    }
+}
+
+/// Everything for one algorithm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlgorithmModel {
+    pub algorithm: Algorithm,
+    pub rows: u64,
+    pub converged_rows: u64,
+    pub converge: ConvergeModel,
+    /// Indexed by [`Metric::index`].
+    pub metrics: Vec<MetricModel>,
+}
+
+impl AlgorithmModel {
+    pub fn p_converge(&self, x: &[f64]) -> f64 {
+        match &self.converge {
+            ConvergeModel::Constant { p, .. } => *p,
+            ConvergeModel::Classifier { model, floor } => {
+                model.predict_proba(x).clamp(*floor, 1.0 - *floor)
+            }
+        }
+    }
+}
+
+/// A trained model, as stored in a model file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub format_version: u32,
+    pub migsight_version: String,
+    pub created_unix: u64,
+    pub family: FamilyKind,
+    pub seed: u64,
+    /// The gbdt family's tree settings (also used for the convergence classifiers' family).
+    pub gbdt: GbdtParams,
+    /// Folds of the conformal cross-fitting.
+    pub conformal_folds: u64,
+    /// Every input column with name, unit and meaning.
+    pub inputs: Vec<InputSpec>,
+    /// Indices into `inputs` the model was trained with (have data, allowed).
+    pub inputs_used: Vec<usize>,
+    pub sources: Vec<DataSource>,
+    pub data_sha256: String,
+    /// Rows per algorithm, CSAP order.
+    pub rows: Vec<u64>,
+    /// Nominal interval coverage.
+    pub coverage: f64,
+    pub algorithms: Vec<AlgorithmModel>,
+    pub notes: Vec<String>,
+    pub training_seconds: f64,
+}
+
+/// Training options.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub family: FamilyKind,
+    pub seed: u64,
+    /// Input columns allowed (default: all).
+    pub allowed: Vec<usize>,
+    /// Folds of the cross-fitting that yields the conformal residuals.
+    pub conformal_folds: usize,
+    pub threads: usize,
+    /// Tree settings of the gbdt family's regressors.
+    pub gbdt: GbdtParams,
+}
+
+impl TrainOptions {
+    pub fn new(family: FamilyKind, seed: u64) -> Self {
+        TrainOptions {
+            family,
+            seed,
+            allowed: (0..INPUT_COUNT).collect(),
+            conformal_folds: 5,
+            gbdt: GbdtParams::regression(),
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(4),
+        }
+    }
+}
+
+/// Runs `f` over `jobs` on up to `threads` threads; results in job order.
+pub fn parallel_map<T: Sync, R: Send>(
+    jobs: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let out: Vec<std::sync::Mutex<Option<R>>> =
+        jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, jobs.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= jobs.len() {
+                    break;
+                }
+                let r = f(&jobs[i]);
+                *out[i].lock().unwrap() = Some(r);
+            });
+        }
+    });
+    out.into_iter()
+        .map(|m| m.into_inner().unwrap().unwrap())
+        .collect()
+}
+
+/// Deterministic fold of each row: groups (rows sharing a `group_id`) are
+/// shuffled with the seed and dealt round-robin, so a group's rows share a fold.
+pub fn assign_folds(groups: &[&str], k: usize, seed: u64) -> Vec<usize> {
+    let mut uniq: Vec<&str> = groups.to_vec();
+    uniq.sort_unstable();
+    uniq.dedup();
+    let mut rng = Rng::derive(seed, &[0xF01D]);
+    rng.shuffle(&mut uniq);
+    let k = k.max(1);
+    let fold_of: std::collections::HashMap<&str, usize> =
+        uniq.iter().enumerate().map(|(i, g)| (*g, i % k)).collect();
+    groups.iter().map(|g| fold_of[g]).collect()
+}
+
+fn fit_regressor(
+    opts: &TrainOptions,
+    x: &[Vec<f64>],
+    z: &[f64],
+    metric: Metric,
+    seed: u64,
+) -> Regressor {
+    opts.family.family().fit(&FitInput {
+        x,
+        z,
+        metric,
+        allowed: &opts.allowed,
+        seed,
+        gbdt: &opts.gbdt,
+    })
+}
+
+/// Fits one metric of one algorithm on converged, labelled `rows`.
+pub fn train_metric(
+    opts: &TrainOptions,
+    algorithm: Algorithm,
+    metric: Metric,
+    rows: &[&Row],
+) -> MetricModel {
+    let labelled: Vec<(&Row, f64)> = rows
+        .iter()
+        .filter(|r| r.converged)
+        .filter_map(|r| {
+            r.labels[metric.index()]
+                .filter(|v| v.is_finite())
+                .map(|y| (*r, y))
+        })
+        .collect();
+    let ys: Vec<f64> = labelled.iter().map(|(_, y)| *y).collect();
+    let n = labelled.len();
+    // Below MIN_FIT_ROWS every family falls back to the one-parameter
+    // calibrated analytic estimate (TT/DT/TD; the median otherwise).
+    let few = n < MIN_FIT_ROWS;
+    let fallback;
+    let opts = if few && opts.family != FamilyKind::Analytic {
+        fallback = TrainOptions {
+            family: FamilyKind::Analytic,
+            ..opts.clone()
+        };
+        &fallback
+    } else {
+        opts
+    };
+    let transform = Transform::choose(opts.family, metric, &ys);
+    let seed = Rng::derive(opts.seed, &[algorithm.code() as u64, metric.index() as u64]).next_u64();
+    if n == 0 {
+        // Placeholder: the analytic estimate for TT/DT/TD, else a neutral value.
+        let (regressor, transform, spread) = match metric {
+            Metric::TT => (
+                Regressor::Analytic {
+                    input: inputs::A_TT,
+                    offset: 0.0,
+                    fallback: 10_000f64.ln(),
+                },
+                Transform::Log,
+                1.5,
+            ),
+            Metric::DT => (
+                Regressor::Analytic {
+                    input: inputs::A_DT,
+                    offset: 0.0,
+                    fallback: 300f64.ln(),
+                },
+                Transform::Log,
+                2.0,
+            ),
+            Metric::TD => (
+                Regressor::Analytic {
+                    input: inputs::A_TD,
+                    offset: 0.0,
+                    fallback: 1e9f64.ln(),
+                },
+                Transform::Log,
+                1.5,
+            ),
+            Metric::PERF => (Regressor::Constant(1.0), Transform::Identity, 0.5),
+            Metric::CPU | Metric::MEM => (Regressor::Constant(0.0), Transform::Identity, 0.0),
+        };
+        return MetricModel {
+            metric,
+            status: MetricStatus::NoData,
+            n: 0,
+            transform,
+            regressor,
+            residuals: Residuals {
+                n: 0,
+                sketch: vec![-spread, spread],
+                lo: -spread,
+                hi: spread,
+            },
+            cv: None,
+            note: Some(format!(
+                "{}: no labelled converged rows for {algorithm}; placeholder value",
+                metric.name()
+            )),
+        };
+    }
+    let z: Vec<f64> = ys.iter().map(|y| transform.forward(*y)).collect();
+    let x: Vec<Vec<f64>> = labelled.iter().map(|(r, _)| r.x.clone()).collect();
+    if n < MIN_CALIBRATION_ROWS {
+        let m = median_of(&z);
+        return MetricModel {
+            metric,
+            status: MetricStatus::FewRows,
+            n: n as u64,
+            transform,
+            regressor: Regressor::Constant(m),
+            residuals: Residuals::from(z.iter().map(|v| v - m).collect()),
+            cv: None,
+            note: Some(format!(
+                "{}: only {n} labelled rows for {algorithm}; predicting their median",
+                metric.name()
+            )),
+        };
+    }
+    // Cross-fitting: out-of-fold predictions give the conformal residuals and CV scores.
+    let k = opts.conformal_folds.clamp(2, n);
+    let groups: Vec<&str> = labelled.iter().map(|(r, _)| r.group.as_str()).collect();
+    let folds = assign_folds(&groups, k, seed);
+    // For gbdt on TT/DT/TD, the analytic base is itself a choice made by
+    // cross-fitting: where the series carries no signal (e.g. a downtime that
+    // is all device state) the plain median base wins.
+    let mut candidates = vec![opts.clone()];
+    if opts.family == FamilyKind::Gbdt
+        && opts.gbdt.analytic_base
+        && crate::family::analytic_input(metric).is_some()
+    {
+        let mut plain = opts.clone();
+        plain.gbdt.analytic_base = false;
+        candidates.push(plain);
+    }
+    let mut best: Option<(f64, Vec<f64>, Option<usize>, TrainOptions)> = None;
+    for cand in candidates {
+        let (oof, trees) = cross_fit(&cand, &x, &z, metric, &folds, k, seed);
+        let err: f64 = (0..n)
+            .map(|i| (z[i] - oof[i]).abs())
+            .filter(|e| e.is_finite())
+            .sum();
+        let better = match &best {
+            None => true,
+            Some(b) => err < b.0,
+        };
+        if better {
+            best = Some((err, oof, trees, cand));
+        }
+    }
+    let (_, oof, chosen_trees, chosen_opts) = best.expect("at least one candidate");
+    let resid: Vec<f64> = (0..n).map(|i| z[i] - oof[i]).collect();
+    // Honest coverage: each fold's residuals against offsets from the other folds.
+    let mut covered = 0usize;
+    let mut counted = 0usize;
+    for f in 0..k {
+        let mut others: Vec<f64> = (0..n)
+            .filter(|&i| folds[i] != f && resid[i].is_finite())
+            .map(|i| resid[i])
+            .collect();
+        others.sort_by(|a, b| a.total_cmp(b));
+        if others.is_empty() {
+            continue;
+        }
+        let (lo, hi) = conformal_offsets(&others);
+        for i in (0..n).filter(|&i| folds[i] == f && resid[i].is_finite()) {
+            counted += 1;
+            if resid[i] >= lo && resid[i] <= hi {
+                covered += 1;
+            }
+        }
+    }
+    let preds: Vec<f64> = oof.iter().map(|z| transform.inverse(*z)).collect();
+    let mut cv = score::stats(metric, &preds, &ys, None);
+    cv.coverage = if counted > 0 {
+        covered as f64 / counted as f64
+    } else {
+        f64::NAN
+    };
+    let mut regressor = fit_regressor(&chosen_opts, &x, &z, metric, seed);
+    if let Some(t) = chosen_trees {
+        regressor.truncate_trees(t);
+    }
+    MetricModel {
+        metric,
+        status: if few {
+            MetricStatus::FewRows
+        } else {
+            MetricStatus::Fitted
+        },
+        n: n as u64,
+        transform,
+        regressor,
+        residuals: Residuals::from(resid),
+        cv: Some(cv),
+        note: few.then(|| {
+            format!(
+                "{}: only {n} labelled rows for {algorithm}; {}",
+                metric.name(),
+                if crate::family::analytic_input(metric).is_some() {
+                    "calibrated analytic estimate"
+                } else {
+                    "predicting their median"
+                }
+            )
+        }),
+    }
+}
+
+/// Out-of-fold predictions of `opts`' family over `folds`; for boosted
+/// models, at the tree count (0 = the base alone) with the least
+/// out-of-fold absolute error, which is returned too.
+fn cross_fit(
+    opts: &TrainOptions,
+    x: &[Vec<f64>],
+    z: &[f64],
+    metric: Metric,
+    folds: &[usize],
+    k: usize,
+    seed: u64,
+) -> (Vec<f64>, Option<usize>) {
+    let n = z.len();
+    let mut oof = vec![f64::NAN; n];
+    let mut staged: Vec<Option<Vec<f64>>> = vec![None; n];
+    for f in 0..k {
+        let tr: Vec<usize> = (0..n).filter(|&i| folds[i] != f).collect();
+        if tr.len() < 2 || tr.len() == n {
+            continue;
+        }
+        let xt: Vec<Vec<f64>> = tr.iter().map(|&i| x[i].clone()).collect();
+        let zt: Vec<f64> = tr.iter().map(|&i| z[i]).collect();
+        let reg = fit_regressor(opts, &xt, &zt, metric, seed ^ (f as u64 + 1));
+        for i in (0..n).filter(|&i| folds[i] == f) {
+            oof[i] = reg.predict(&x[i]);
+            staged[i] = reg.predict_staged(&x[i]);
+        }
+    }
+    if !staged.iter().all(|s| s.is_some()) {
+        return (oof, None);
+    }
+    let len = staged
+        .iter()
+        .map(|s| s.as_ref().unwrap().len())
+        .min()
+        .unwrap_or(0);
+    if len == 0 {
+        return (oof, None);
+    }
+    let errs: Vec<f64> = (0..len)
+        .map(|t| {
+            (0..n)
+                .map(|i| (z[i] - staged[i].as_ref().unwrap()[t]).abs())
+                .sum::<f64>()
+        })
+        .collect();
+    let min = errs.iter().cloned().fold(f64::INFINITY, f64::min);
+    let best = errs
+        .iter()
+        .position(|e| *e <= min * (1.0 + STAGE_TOLERANCE))
+        .unwrap_or(0);
+    for i in 0..n {
+        oof[i] = staged[i].as_ref().unwrap()[best];
+    }
+    (oof, Some(best))
+}
+
+/// Fits the convergence classifier of one algorithm.
+pub fn train_converge(opts: &TrainOptions, algorithm: Algorithm, rows: &[&Row]) -> ConvergeModel {
+    let n = rows.len();
+    let ok = rows.iter().filter(|r| r.converged).count();
+    let minority = ok.min(n - ok);
+    if minority < MIN_CLASS_ROWS {
+        let p = (ok as f64 + 1.0) / (n as f64 + 2.0);
+        let note = if n == 0 {
+            format!("no rows for {algorithm}: P(converges) = 0.5 (uninformed)")
+        } else if ok == n {
+            format!("all {n} {algorithm} rows converged: P(converges) = {p:.3} (Laplace-smoothed rate, no classifier)")
+        } else {
+            format!("{ok} of {n} {algorithm} rows converged: too few of one class for a classifier; P = {p:.3}")
+        };
+        return ConvergeModel::Constant { p, note };
+    }
+    let x: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|r| {
+            (0..INPUT_COUNT)
+                .map(|i| {
+                    if opts.allowed.contains(&i) && CONVERGE_INPUTS.contains(&i) {
+                        r.x[i]
+                    } else {
+                        f64::NAN
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let y: Vec<f64> = rows
+        .iter()
+        .map(|r| if r.converged { 1.0 } else { 0.0 })
+        .collect();
+    let seed = Rng::derive(opts.seed, &[algorithm.code() as u64, 99]).next_u64();
+    ConvergeModel::Classifier {
+        model: Gbdt::fit(&x, &y, INPUT_COUNT, &GbdtParams::classifier(), seed),
+        floor: 1.0 / (n as f64 + 2.0),
+    }
+}
+
+/// Trains everything for one algorithm.
+pub fn train_algorithm(opts: &TrainOptions, algorithm: Algorithm, rows: &[&Row]) -> AlgorithmModel {
+    AlgorithmModel {
+        algorithm,
+        rows: rows.len() as u64,
+        converged_rows: rows.iter().filter(|r| r.converged).count() as u64,
+        converge: train_converge(opts, algorithm, rows),
+        metrics: Metric::ALL
+            .iter()
+            .map(|&m| train_metric(opts, algorithm, m, rows))
+            .collect(),
+    }
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Model {
+    /// Trains a model on `data`.
+    pub fn train(data: &Data, opts: &TrainOptions) -> Model {
+        let start = std::time::Instant::now();
+        let with_data = data.columns_with_data();
+        let inputs_used: Vec<usize> = with_data
+            .into_iter()
+            .filter(|c| opts.allowed.contains(c))
+            .collect();
+        let mut opts = opts.clone();
+        opts.allowed = inputs_used.clone();
+        let per_alg: Vec<Vec<&Row>> = Algorithm::ALL.iter().map(|&a| data.of(a)).collect();
+        let jobs: Vec<Algorithm> = Algorithm::ALL.to_vec();
+        let algorithms = parallel_map(&jobs, opts.threads, |&a| {
+            let t = TrainOptions {
+                threads: 1,
+                ..opts.clone()
+            };
+            train_algorithm(&t, a, &per_alg[a.index()])
+        });
+        let mut notes = Vec::new();
+        if data.partial_lines > 0 {
+            notes.push(format!(
+                "{} file(s) ended in a partial row (being appended?); it was ignored",
+                data.partial_lines
+            ));
+        }
+        if data.skipped > 0 {
+            notes.push(format!(
+                "{} rows without a capability column value were skipped",
+                data.skipped
+            ));
+        }
+        let absent: Vec<&str> = Feature::ALL
+            .iter()
+            .filter(|f| !inputs_used.contains(&f.index()))
+            .map(|f| f.column())
+            .collect();
+        if !absent.is_empty() {
+            notes.push(format!(
+                "features not in the training data (or excluded): {}",
+                absent.join(", ")
+            ));
+        }
+        for a in &algorithms {
+            if let ConvergeModel::Constant { note, .. } = &a.converge {
+                notes.push(note.clone());
+            }
+            for m in &a.metrics {
+                if let Some(n) = &m.note {
+                    notes.push(n.clone());
+                }
+            }
+        }
+        Model {
+            format_version: FORMAT_VERSION,
+            migsight_version: env!("CARGO_PKG_VERSION").to_string(),
+            created_unix: now_unix(),
+            family: opts.family,
+            seed: opts.seed,
+            gbdt: opts.gbdt.clone(),
+            conformal_folds: opts.conformal_folds as u64,
+            inputs: inputs::specs(),
+            inputs_used,
+            sources: data.sources.clone(),
+            data_sha256: data.sha256.clone(),
+            rows: Algorithm::ALL
+                .iter()
+                .map(|a| per_alg[a.index()].len() as u64)
+                .collect(),
+            coverage: COVERAGE,
+            algorithms,
+            notes,
+            training_seconds: start.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// The file bytes: magic, format version (u32 LE), postcard payload, sha256 of the payload.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, postcard::Error> {
+        let payload = postcard::to_allocvec(self)?;
+        let mut out = Vec::with_capacity(payload.len() + 44);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&payload);
+        out.extend_from_slice(&sha256::digest(&payload));
+        Ok(out)
+    }
+
+    pub fn from_bytes(bytes: &[u8], path: &str) -> Result<Model, LoadError> {
+        let corrupt = |why: String| LoadError::Corrupt {
+            path: path.to_string(),
+            why,
+        };
+        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(LoadError::NotAModel {
+                path: path.to_string(),
+            });
+        }
+        if bytes.len() < MAGIC.len() + 4 {
+            return Err(corrupt("ends inside the header".into()));
+        }
+        let v = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+        if v != FORMAT_VERSION {
+            return Err(LoadError::Version {
+                path: path.to_string(),
+                found: v,
+                expected: FORMAT_VERSION,
+            });
+        }
+        if bytes.len() < 12 + 32 {
+            return Err(corrupt(format!("only {} bytes", bytes.len())));
+        }
+        let (payload, sum) = bytes[12..].split_at(bytes.len() - 12 - 32);
+        if sha256::digest(payload) != sum {
+            return Err(corrupt("checksum mismatch".into()));
+        }
+        let model: Model = postcard::from_bytes(payload).map_err(|e| corrupt(e.to_string()))?;
+        if model.format_version != FORMAT_VERSION || model.algorithms.len() != Algorithm::ALL.len()
+        {
+            return Err(corrupt("inconsistent contents".into()));
+        }
+        for (i, a) in model.algorithms.iter().enumerate() {
+            if a.algorithm.index() != i || a.metrics.len() != Metric::ALL.len() {
+                return Err(corrupt("inconsistent contents".into()));
+            }
+        }
+        model.check_inputs().map_err(corrupt)?;
+        Ok(model)
+    }
+
+    /// Checks every input index in the model is in range (a hostile or
+    /// corrupt-but-checksummed file must not make predict index out of bounds).
+    fn check_inputs(&self) -> Result<(), String> {
+        for a in &self.algorithms {
+            if let ConvergeModel::Classifier { model: g, floor } = &a.converge {
+                if !tree_ok(g) || !(0.0..0.5).contains(floor) {
+                    return Err("bad classifier tree".into());
+                }
+            }
+            for m in &a.metrics {
+                if !regressor_ok(&m.regressor) {
+                    return Err(format!("bad {} regressor", m.metric));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the model atomically.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let bytes = self.to_bytes()?;
+        migsight_proto::write_file_atomic(path, &bytes)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+    }
+
+    pub fn load(path: &Path) -> Result<Model, LoadError> {
+        let p = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        Model::from_bytes(&bytes, &p)
+    }
+
+    /// [`ModelInfo`] for the wire.
+    pub fn info(&self, path: &str) -> ModelInfo {
+        let mut cv = Vec::new();
+        for a in &self.algorithms {
+            for m in &a.metrics {
+                if let Some(s) = &m.cv {
+                    cv.push(CvScore {
+                        algorithm: a.algorithm,
+                        metric: m.metric,
+                        n: s.n,
+                        gmre: s.gmre,
+                        coverage: s.coverage,
+                    });
+                }
+            }
+        }
+        ModelInfo {
+            format_version: self.format_version,
+            family: self.family.name().to_string(),
+            created_unix: self.created_unix,
+            inputs: self
+                .inputs_used
+                .iter()
+                .map(|&i| self.inputs[i].name.clone())
+                .collect(),
+            rows: self.rows.clone(),
+            data_sha256: self.data_sha256.clone(),
+            cv,
+            path: path.to_string(),
+        }
+    }
+
+    fn check_request(req: &PredictRequest) -> Result<(), ErrorReply> {
+        req.features
+            .validate()
+            .map_err(|e| ErrorReply::new(ErrorKind::InvalidFeature, e.to_string()))?;
+        if !req.bandwidth_bps.is_finite() || req.bandwidth_bps <= 0.0 {
+            return Err(ErrorReply::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "bandwidth_bps = {} must be a positive, finite number of bytes/s",
+                    req.bandwidth_bps
+                ),
+            ));
+        }
+        if !req.downtime_limit_ms.is_finite() || req.downtime_limit_ms <= 0.0 {
+            return Err(ErrorReply::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "downtime_limit_ms = {} must be a positive, finite number of ms",
+                    req.downtime_limit_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Predicts every metric of every algorithm.
+    pub fn predict(&self, req: &PredictRequest) -> Result<Prediction, ErrorReply> {
+        self.predict_inner(req).map(|(p, _)| p)
+    }
+
+    /// The prediction and, per algorithm, each metric's transformed value.
+    fn predict_inner(
+        &self,
+        req: &PredictRequest,
+    ) -> Result<(Prediction, Vec<[f64; 6]>), ErrorReply> {
+        Self::check_request(req)?;
+        let fv = data::with_bandwidth(&req.features, req.bandwidth_bps);
+        let mut algorithms = Vec::with_capacity(5);
+        let mut zs = Vec::with_capacity(5);
+        for am in &self.algorithms {
+            let x = inputs::row(&fv, am.algorithm, req.downtime_limit_ms);
+            let mut metrics = [Interval {
+                value: 0.0,
+                lo: 0.0,
+                hi: 0.0,
+            }; 6];
+            let mut z = [0.0; 6];
+            for mm in &am.metrics {
+                let p = mm.predict(&x);
+                metrics[mm.metric.index()] = Interval {
+                    value: p.value,
+                    lo: p.lo,
+                    hi: p.hi,
+                };
+                z[mm.metric.index()] = p.z;
+            }
+            let explanation = crate::explain::explain(self, am, &x, &fv);
+            algorithms.push(AlgorithmPrediction {
+                algorithm: am.algorithm,
+                metrics,
+                p_converge: am.p_converge(&x),
+                explanation,
+            });
+            zs.push(z);
+        }
+        let missing_features = Feature::ALL
+            .into_iter()
+            .filter(|f| self.inputs_used.contains(&f.index()) && fv.get(*f).is_none())
+            .collect();
+        Ok((
+            Prediction {
+                bandwidth_bps: req.bandwidth_bps,
+                downtime_limit_ms: req.downtime_limit_ms,
+                algorithms,
+                missing_features,
+                model_family: self.family.name().to_string(),
+            },
+            zs,
+        ))
+    }
+
+    /// P(converges and meets every SLA limit) per algorithm, from P(converges)
+    /// and each limit's probability under the held-out residual distribution
+    /// (limits treated as independent).
+    pub fn p_meets_sla(
+        &self,
+        sla: &migsight_proto::wire::Sla,
+        p_converge: &[f64],
+        zs: &[[f64; 6]],
+    ) -> Vec<f64> {
+        self.algorithms
+            .iter()
+            .enumerate()
+            .map(|(i, am)| {
+                let mut p = p_converge[i];
+                for (metric, limit, upper) in sla.limits() {
+                    let mm = &am.metrics[metric.index()];
+                    p *= mm.p_within(zs[i][metric.index()], limit, upper);
+                }
+                p
+            })
+            .collect()
+    }
+
+    /// Predicts and ranks the algorithms under an SLA.
+    pub fn recommend(&self, req: &RecommendRequest) -> Result<Recommendation, ErrorReply> {
+        req.sla
+            .validate()
+            .map_err(|e| ErrorReply::new(ErrorKind::BadRequest, e))?;
+        let (prediction, zs) = self.predict_inner(&req.predict)?;
+        let pc: Vec<f64> = prediction.algorithms.iter().map(|a| a.p_converge).collect();
+        let p = self.p_meets_sla(&req.sla, &pc, &zs);
+        Ok(crate::recommend::rank(
+            prediction,
+            &p,
+            req.sla,
+            req.objective,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdata::simulate;
+    use migsight_proto::wire::{Objective, Sla};
+    use migsight_proto::FeatureVector;
+
+    fn fast(family: FamilyKind, seed: u64) -> TrainOptions {
+        let mut o = TrainOptions::new(family, seed);
+        o.gbdt.n_trees = 40;
+        o.gbdt.learning_rate = 0.2;
+        o
+    }
+
+    fn data(groups: usize, seed: u64, full: bool) -> Data {
+        Data::from_dataset(&simulate(groups, seed, full), "fixture")
+    }
+
+    fn request(fv: FeatureVector) -> PredictRequest {
+        PredictRequest {
+            features: fv,
+            bandwidth_bps: 60.0 * 1048576.0,
+            downtime_limit_ms: 300.0,
+        }
+    }
+
+    fn vm() -> FeatureVector {
+        FeatureVector::new()
+            .with(Feature::VmSize, 2048.0)
+            .with(Feature::VmPdr, 30.0)
+            .with(Feature::VmWss, 400.0)
+            .with(Feature::VmWse, 0.6)
+            .with(Feature::VmNwse, 0.3)
+            .with(Feature::VmMwpp, 900.0)
+            .with(Feature::VmCpuUtil, 90.0)
+    }
+
+    #[test]
+    fn save_load_round_trip_predicts_identically() {
+        let m = Model::train(&data(30, 1, true), &fast(FamilyKind::Gbdt, 1));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.msm");
+        m.save(&path).unwrap();
+        let back = Model::load(&path).unwrap();
+        assert_eq!(back, m);
+        let req = request(vm());
+        assert_eq!(back.predict(&req).unwrap(), m.predict(&req).unwrap());
+    }
+
+    #[test]
+    fn bad_files_are_clear_errors() {
+        let m = Model::train(&data(12, 1, true), &fast(FamilyKind::Linear, 1));
+        let bytes = m.to_bytes().unwrap();
+        let e = Model::from_bytes(&bytes[..bytes.len() / 2], "m").unwrap_err();
+        assert!(matches!(e, LoadError::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("truncated or corrupt"));
+        let mut flipped = bytes.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 0x40;
+        assert!(matches!(
+            Model::from_bytes(&flipped, "m"),
+            Err(LoadError::Corrupt { .. })
+        ));
+        let mut other = bytes.clone();
+        other[8..12].copy_from_slice(&7u32.to_le_bytes());
+        let e = Model::from_bytes(&other, "m").unwrap_err();
+        assert!(matches!(e, LoadError::Version { found: 7, .. }), "{e}");
+        assert!(e.to_string().contains("version 7"));
+        assert!(matches!(
+            Model::from_bytes(b"hello world, not a model", "m"),
+            Err(LoadError::NotAModel { .. })
+        ));
+        assert!(matches!(
+            Model::from_bytes(b"", "m"),
+            Err(LoadError::NotAModel { .. })
+        ));
+        assert!(matches!(
+            Model::from_bytes(&bytes[..10], "m"),
+            Err(LoadError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            Model::load(Path::new("/nonexistent/m.msm")),
+            Err(LoadError::Io { .. })
+        ));
+        // Every truncation is an error, never a panic.
+        for cut in (0..bytes.len()).step_by(97) {
+            assert!(Model::from_bytes(&bytes[..cut], "m").is_err());
+        }
+    }
+
+    #[test]
+    fn training_is_deterministic_for_a_seed() {
+        let d = data(25, 3, true);
+        let norm = |mut m: Model| {
+            m.created_unix = 0;
+            m.training_seconds = 0.0;
+            m.to_bytes().unwrap()
+        };
+        let a = norm(Model::train(&d, &fast(FamilyKind::Gbdt, 9)));
+        let b = norm(Model::train(&d, &fast(FamilyKind::Gbdt, 9)));
+        assert!(a == b, "same seed, same bytes");
+        let c = norm(Model::train(&d, &fast(FamilyKind::Gbdt, 10)));
+        assert!(a != c);
+    }
+
+    #[test]
+    fn csv_with_missing_feature_columns() {
+        let m = Model::train(&data(20, 2, false), &fast(FamilyKind::Gbdt, 1));
+        assert!(!m.inputs_used.contains(&Feature::VmPmuInstr.index()));
+        assert!(m.inputs_used.contains(&Feature::VmPdr.index()));
+        assert!(
+            m.notes.iter().any(|n| n.contains("VM_pmu_instr")),
+            "{:?}",
+            m.notes
+        );
+        // A richer request is fine; a poorer one reports what it lacks.
+        let full = vm().with(Feature::VmPmuInstr, 2e9);
+        assert!(m
+            .predict(&request(full))
+            .unwrap()
+            .missing_features
+            .is_empty());
+        let mut poor = vm();
+        poor.set(Feature::VmWss, None);
+        let p = m.predict(&request(poor)).unwrap();
+        assert_eq!(p.missing_features, vec![Feature::VmWss]);
+        assert!(p
+            .algorithms
+            .iter()
+            .all(|a| a.metrics.iter().all(|i| i.value.is_finite())));
+    }
+
+    #[test]
+    fn conformal_intervals_cover_fresh_data() {
+        let m = Model::train(&data(120, 4, true), &fast(FamilyKind::Gbdt, 1));
+        let test = data(80, 5, true);
+        let (mut hit, mut n) = (0, 0);
+        for r in test.rows.iter().filter(|r| r.converged) {
+            let am = &m.algorithms[r.algorithm.index()];
+            for metric in [Metric::TT, Metric::TD, Metric::DT] {
+                let p = am.metrics[metric.index()].predict(&r.x);
+                let t = r.labels[metric.index()].unwrap();
+                n += 1;
+                if p.lo <= t && t <= p.hi {
+                    hit += 1;
+                }
+            }
+        }
+        let cov = hit as f64 / n as f64;
+        assert!((0.82..=0.97).contains(&cov), "coverage {cov} over {n}");
+    }
+
+    #[test]
+    fn degenerate_data_never_panics() {
+        // Three rows, no labels at all for some metrics, all converged.
+        let mut ds = simulate(1, 1, true);
+        ds.samples.truncate(3);
+        for s in &mut ds.samples {
+            s.labels[Metric::MEM.index()] = None;
+            s.converged = Some(true);
+        }
+        for fam in FamilyKind::ALL {
+            let m = Model::train(&Data::from_dataset(&ds, "tiny"), &fast(fam, 1));
+            let rec = m
+                .recommend(&RecommendRequest {
+                    predict: request(vm()),
+                    sla: Sla {
+                        max_downtime_ms: Some(300.0),
+                        ..Sla::default()
+                    },
+                    objective: Objective::Time,
+                })
+                .unwrap();
+            assert_eq!(rec.ranked.len(), 5);
+            for a in &rec.prediction.algorithms {
+                for iv in a.metrics {
+                    assert!(
+                        iv.value.is_finite() && iv.lo.is_finite() && iv.hi.is_finite(),
+                        "{fam}: {iv:?}"
+                    );
+                }
+                assert!((0.0..=1.0).contains(&a.p_converge));
+            }
+            assert!(matches!(
+                m.algorithms[0].converge,
+                ConvergeModel::Constant { .. }
+            ));
+            assert_eq!(
+                m.algorithms[0].metrics[Metric::MEM.index()].status,
+                MetricStatus::NoData
+            );
+            assert_eq!(
+                m.algorithms[3].metrics[Metric::TT.index()].status,
+                MetricStatus::NoData
+            );
+        }
+        // No rows at all.
+        let m = Model::train(&Data::default(), &fast(FamilyKind::Gbdt, 1));
+        assert!(m.predict(&request(vm())).is_ok());
+    }
+
+    #[test]
+    fn invalid_requests_are_typed_errors() {
+        let m = Model::train(&data(10, 1, true), &fast(FamilyKind::Linear, 1));
+        let e = m
+            .predict(&request(vm().with(Feature::VmPdr, f64::NAN)))
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidFeature);
+        let e = m
+            .predict(&request(vm().with(Feature::VmSize, -5.0)))
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidFeature);
+        for bw in [0.0, -1.0, f64::INFINITY, f64::NAN] {
+            let mut r = request(vm());
+            r.bandwidth_bps = bw;
+            assert_eq!(m.predict(&r).unwrap_err().kind, ErrorKind::BadRequest);
+        }
+        let e = m
+            .recommend(&RecommendRequest {
+                predict: request(vm()),
+                sla: Sla {
+                    max_time_ms: Some(f64::NAN),
+                    ..Sla::default()
+                },
+                objective: Objective::Data,
+            })
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadRequest);
+    }
+
+    #[test]
+    fn recommendation_respects_the_sla() {
+        let m = Model::train(&data(60, 6, true), &fast(FamilyKind::Gbdt, 1));
+        let rec = |sla: Sla, objective| {
+            m.recommend(&RecommendRequest {
+                predict: request(vm()),
+                sla,
+                objective,
+            })
+            .unwrap()
+        };
+        let r = rec(Sla::default(), Objective::Time);
+        assert!(r.reason.contains(r.recommended.name()), "{}", r.reason);
+        let p: Vec<f64> = r.ranked.iter().map(|x| x.p_meets_sla).collect();
+        assert!(p.iter().all(|v| (0.0..=1.0).contains(v)));
+        // An impossible SLA: nobody is likely to meet it, and the reason says so.
+        let r = rec(
+            Sla {
+                max_time_ms: Some(1.0),
+                ..Sla::default()
+            },
+            Objective::Time,
+        );
+        assert!(r.ranked.iter().all(|x| x.p_meets_sla < 0.5));
+        assert!(!r.meets_sla);
+        assert!(r.reason.starts_with("No algorithm"), "{}", r.reason);
+        // Downtime objective under a loose limit picks the lowest predicted downtime among the likely.
+        let r = rec(
+            Sla {
+                max_downtime_ms: Some(5_000.0),
+                ..Sla::default()
+            },
+            Objective::Downtime,
+        );
+        let likely: Vec<_> = r.ranked.iter().filter(|x| x.p_meets_sla >= 0.5).collect();
+        if let Some(first) = likely.first() {
+            assert!(likely
+                .iter()
+                .all(|x| x.objective_value >= first.objective_value));
+        }
+    }
+
+    #[test]
+    fn explanations_are_words() {
+        let m = Model::train(&data(60, 7, true), &fast(FamilyKind::Gbdt, 1));
+        let p = m.predict(&request(vm())).unwrap();
+        let pre = &p.algorithms[0];
+        assert!(!pre.explanation.is_empty());
+        assert!(
+            pre.explanation.iter().any(|e| e.contains("total time")),
+            "{:?}",
+            pre.explanation
+        );
+    }
+
+    #[test]
+    fn residual_cdf_is_monotone_and_bounded() {
+        let r = Residuals::from((0..100).map(|i| i as f64 / 100.0 - 0.5).collect());
+        let mut last = 0.0;
+        for k in -10..=20 {
+            let c = r.cdf(k as f64 / 10.0 - 0.5);
+            assert!(c >= last && c > 0.0 && c < 1.0);
+            last = c;
+        }
+        assert!((r.cdf(0.0) - 0.5).abs() < 0.02);
+        assert!(r.lo < -0.4 && r.hi > 0.4);
+    }
+}

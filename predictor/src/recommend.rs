@@ -1,0 +1,265 @@
+//! Ranking algorithms under an SLA and an objective.
+//!
+//! Algorithms likely to meet the SLA (P ≥ 0.5, where P combines P(converges)
+//! with the interval-implied probability of each limit) come first, best
+//! objective value first; the rest follow by falling P. The reason sentence
+//! names the winner's objective value, its interval and its P.
+
+use migsight_proto::units::{HumanBytes, HumanMs};
+use migsight_proto::wire::{Objective, Prediction, RankedAlgorithm, Recommendation, Sla};
+use migsight_proto::Metric;
+
+/// Threshold of "likely to meet the SLA".
+pub const LIKELY: f64 = 0.5;
+
+/// Formats a metric value for sentences.
+pub fn human(metric: Metric, v: f64) -> String {
+    let v = if v.abs() < 0.5 && matches!(metric, Metric::CPU | Metric::MEM) {
+        0.0
+    } else {
+        v
+    };
+    match metric {
+        Metric::TT | Metric::DT => HumanMs(v).to_string(),
+        Metric::TD => HumanBytes(v).to_string(),
+        Metric::PERF => format!("{v:.2}"),
+        Metric::CPU => format!("{v:.0} %"),
+        Metric::MEM => format!("{v:.0} MiB"),
+    }
+}
+
+fn describe_sla(sla: &Sla) -> String {
+    let parts: Vec<String> = sla
+        .limits()
+        .into_iter()
+        .map(|(m, v, upper)| {
+            let name = match m {
+                Metric::DT => "downtime",
+                Metric::TT => "total time",
+                Metric::TD => "data",
+                Metric::PERF => "performance",
+                _ => m.name(),
+            };
+            format!("{name} {} {}", if upper { "≤" } else { "≥" }, human(m, v))
+        })
+        .collect();
+    if parts.is_empty() {
+        "no SLA limits".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// A candidate for [`order`].
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate {
+    /// Whether the point predictions meet every SLA limit.
+    pub point_meets: bool,
+    /// P(converges and meets the SLA).
+    pub p: f64,
+    /// Predicted objective value.
+    pub value: f64,
+}
+
+/// Orders candidates best first; returns indices. Tiers: point predictions
+/// meet the SLA and P ≥ 0.5 (by objective), then point predictions meet it
+/// but P < 0.5 (by P), then the rest (by P); ties by objective.
+pub fn order(cands: &[Candidate], lower_better: bool) -> Vec<usize> {
+    let key = |v: f64| if lower_better { v } else { -v };
+    let tier = |c: &Candidate| match (c.point_meets, c.p >= LIKELY) {
+        (true, true) => 0,
+        (true, false) => 1,
+        _ => 2,
+    };
+    let mut idx: Vec<usize> = (0..cands.len()).collect();
+    idx.sort_by(|&a, &b| {
+        let (ca, cb) = (&cands[a], &cands[b]);
+        let (ta, tb) = (tier(ca), tier(cb));
+        ta.cmp(&tb).then_with(|| {
+            if ta == 0 {
+                key(ca.value).total_cmp(&key(cb.value))
+            } else {
+                cb.p.total_cmp(&ca.p)
+                    .then_with(|| key(ca.value).total_cmp(&key(cb.value)))
+            }
+        })
+    });
+    idx
+}
+
+/// Whether point predictions meet every limit of `sla`.
+pub fn point_meets(sla: &Sla, value: impl Fn(Metric) -> f64) -> bool {
+    sla.limits().into_iter().all(|(m, v, upper)| {
+        let p = value(m);
+        if upper {
+            p <= v
+        } else {
+            p >= v
+        }
+    })
+}
+
+/// Ranks a prediction; `p_meets[i]` is algorithm `i`'s P(meets SLA).
+pub fn rank(
+    prediction: Prediction,
+    p_meets: &[f64],
+    sla: Sla,
+    objective: Objective,
+) -> Recommendation {
+    let (metric, lower_better) = objective.metric();
+    let all: Vec<RankedAlgorithm> = prediction
+        .algorithms
+        .iter()
+        .zip(p_meets)
+        .map(|(a, &p)| RankedAlgorithm {
+            algorithm: a.algorithm,
+            p_meets_sla: p,
+            objective_value: a.metric(metric).value,
+        })
+        .collect();
+    let cands: Vec<Candidate> = prediction
+        .algorithms
+        .iter()
+        .zip(&all)
+        .map(|(a, r)| Candidate {
+            point_meets: point_meets(&sla, |m| a.metric(m).value),
+            p: r.p_meets_sla,
+            value: r.objective_value,
+        })
+        .collect();
+    let ranked: Vec<RankedAlgorithm> = order(&cands, lower_better)
+        .into_iter()
+        .map(|i| all[i].clone())
+        .collect();
+    let best = ranked[0].clone();
+    let ap = prediction
+        .algorithms
+        .iter()
+        .find(|a| a.algorithm == best.algorithm)
+        .expect("ranked algorithm is predicted");
+    let meets_sla = point_meets(&sla, |m| ap.metric(m).value);
+    let iv = ap.metric(metric);
+    let tier0 = prediction
+        .algorithms
+        .iter()
+        .zip(&all)
+        .filter(|(a, r)| r.p_meets_sla >= LIKELY && point_meets(&sla, |m| a.metric(m).value))
+        .count();
+    let what = match objective {
+        Objective::Time => "total time",
+        Objective::Downtime => "downtime",
+        Objective::Data => "transferred data",
+        Objective::Performance => "VM performance",
+        Objective::Cpu => "extra source CPU",
+    };
+    let reason = if meets_sla && best.p_meets_sla >= LIKELY {
+        format!(
+            "{} has the {} {what} ({}, 90 % interval {}–{}) of the {tier0} algorithm{} likely to meet the SLA ({}); P(meets SLA) = {:.2}.",
+            best.algorithm,
+            if lower_better { "lowest" } else { "highest" },
+            human(metric, iv.value),
+            human(metric, iv.lo),
+            human(metric, iv.hi),
+            if tier0 == 1 { "" } else { "s" },
+            describe_sla(&sla),
+            best.p_meets_sla
+        )
+    } else if meets_sla {
+        format!(
+            "{} is predicted to meet the SLA ({}) but is not likely to: P(meets SLA) = {:.2} (P(converges) = {:.2}), the best chance of the algorithms predicted to meet it; {what} {}.",
+            best.algorithm,
+            describe_sla(&sla),
+            best.p_meets_sla,
+            ap.p_converge,
+            human(metric, iv.value)
+        )
+    } else {
+        format!(
+            "No algorithm is predicted to meet the SLA ({}); {} has the best chance, P = {:.2} (P(converges) = {:.2}), with {what} {}.",
+            describe_sla(&sla),
+            best.algorithm,
+            best.p_meets_sla,
+            ap.p_converge,
+            human(metric, iv.value)
+        )
+    };
+    Recommendation {
+        recommended: best.algorithm,
+        prediction,
+        sla,
+        objective,
+        ranked,
+        meets_sla,
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use migsight_proto::wire::{AlgorithmPrediction, Interval};
+    use migsight_proto::Algorithm;
+
+    fn prediction(dt: [f64; 5], tt: [f64; 5], pc: [f64; 5]) -> Prediction {
+        Prediction {
+            bandwidth_bps: 1e8,
+            downtime_limit_ms: 300.0,
+            algorithms: Algorithm::ALL
+                .iter()
+                .map(|&a| {
+                    let i = a.index();
+                    let iv = |v: f64| Interval {
+                        value: v,
+                        lo: v / 2.0,
+                        hi: v * 2.0,
+                    };
+                    AlgorithmPrediction {
+                        algorithm: a,
+                        metrics: [iv(tt[i]), iv(dt[i]), iv(1e9), iv(0.9), iv(10.0), iv(5.0)],
+                        p_converge: pc[i],
+                        explanation: vec![],
+                    }
+                })
+                .collect(),
+            missing_features: vec![],
+            model_family: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_point_prediction_meeting_the_sla_is_preferred() {
+        let sla = Sla {
+            max_downtime_ms: Some(300.0),
+            ..Sla::default()
+        };
+        // Only postcopy's point downtime meets the limit, but its P is low;
+        // precopy has a higher P and a lower total time but misses on the point.
+        let p = prediction(
+            [400.0, 500.0, 600.0, 700.0, 100.0],
+            [1e3, 2e3, 3e3, 4e3, 9e3],
+            [0.9; 5],
+        );
+        let r = rank(p, &[0.45, 0.1, 0.1, 0.1, 0.3], sla, Objective::Time);
+        assert_eq!(r.recommended, Algorithm::Postcopy);
+        assert!(r.meets_sla);
+        assert!(r.reason.contains("not likely"), "{}", r.reason);
+        // Two likely ones: the faster wins.
+        let p = prediction(
+            [100.0, 200.0, 600.0, 700.0, 100.0],
+            [5e3, 2e3, 3e3, 4e3, 9e3],
+            [0.9; 5],
+        );
+        let r = rank(p, &[0.8, 0.7, 0.1, 0.1, 0.9], sla, Objective::Time);
+        assert_eq!(r.recommended, Algorithm::AutoConverge);
+        assert!(r.reason.contains("lowest total time"), "{}", r.reason);
+        assert_eq!(r.ranked[0].algorithm, Algorithm::AutoConverge);
+        assert_eq!(r.ranked[1].algorithm, Algorithm::Precopy);
+        assert_eq!(r.ranked[2].algorithm, Algorithm::Postcopy);
+        // Nobody meets: best chance, and the reason says so.
+        let p = prediction([900.0; 5], [1e3; 5], [0.9; 5]);
+        let r = rank(p, &[0.1, 0.2, 0.05, 0.01, 0.15], sla, Objective::Data);
+        assert_eq!(r.recommended, Algorithm::AutoConverge);
+        assert!(!r.meets_sla);
+        assert!(r.reason.starts_with("No algorithm"));
+    }
+}

@@ -1,0 +1,324 @@
+//! The predictor daemon: answers Predict, Recommend, ModelInfo and Health
+//! over a Unix socket (length-prefixed postcard frames, `migsight_proto::frame`).
+//!
+//! * The model is loaded at start; `SIGHUP` reloads it from the same path and
+//!   swaps it atomically (an `Arc` behind a lock: requests in flight finish
+//!   on the model they started with). A file that fails to load is refused
+//!   and logged; the old model stays.
+//! * The socket is mode 0660 (owner and group), optionally chowned to
+//!   `--group`; its parent directory is created.
+//! * Every malformed request gets a typed `ErrorReply` and the connection
+//!   stays usable; a frame above the 1 MiB cap or a torn frame closes the
+//!   connection (the stream cannot be resynchronised).
+
+use crate::model::{LoadError, Model};
+use migsight_proto::frame::{self, FrameError};
+use migsight_proto::wire::{self, ErrorKind, ErrorReply, Health, RequestBody, Response};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Default socket path.
+pub const DEFAULT_SOCKET: &str = "/run/migsight/predictor.sock";
+/// A connection idle this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Most connections served at once; more wait in the accept queue.
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// A loaded model and where it came from.
+pub struct Loaded {
+    pub model: Model,
+    pub path: String,
+    pub loaded_at: Instant,
+}
+
+/// The daemon's shared state.
+pub struct State {
+    current: RwLock<Arc<Loaded>>,
+    path: PathBuf,
+    started: Instant,
+}
+
+impl State {
+    /// Loads the model at `path`.
+    pub fn load(path: &Path) -> Result<State, LoadError> {
+        let model = Model::load(path)?;
+        Ok(State {
+            current: RwLock::new(Arc::new(Loaded {
+                model,
+                path: path.display().to_string(),
+                loaded_at: Instant::now(),
+            })),
+            path: path.to_path_buf(),
+            started: Instant::now(),
+        })
+    }
+
+    /// The model now in use.
+    pub fn current(&self) -> Arc<Loaded> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reloads from the same path; on error the old model stays.
+    pub fn reload(&self) -> Result<(), LoadError> {
+        let model = Model::load(&self.path)?;
+        let new = Arc::new(Loaded {
+            model,
+            path: self.path.display().to_string(),
+            loaded_at: Instant::now(),
+        });
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = new;
+        Ok(())
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// Answers one request payload (never panics on hostile bytes).
+pub fn handle(state: &State, payload: &[u8]) -> Response {
+    let req = match wire::decode_request(payload) {
+        Ok(r) => r,
+        Err(e) => return Response::Error(e),
+    };
+    let loaded = state.current();
+    let model = &loaded.model;
+    let result = match req.body {
+        RequestBody::Health => Ok(Response::Health(Health {
+            service: "predictor".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            protocol: wire::PROTOCOL_VERSION,
+            ready: true,
+            uptime_s: state.uptime().as_secs_f64(),
+        })),
+        RequestBody::ModelInfo => Ok(Response::ModelInfo(model.info(&loaded.path))),
+        RequestBody::Predict(p) => model.predict(&p).map(Response::Prediction),
+        RequestBody::Recommend(r) => model.recommend(&r).map(Response::Recommendation),
+        RequestBody::Profile(_) => Err(ErrorReply::new(
+            ErrorKind::BadRequest,
+            "the predictor does not profile VMs; send Profile to the agent",
+        )),
+    };
+    result.unwrap_or_else(Response::Error)
+}
+
+async fn connection(mut stream: UnixStream, state: Arc<State>) {
+    loop {
+        let payload = match tokio::time::timeout(IDLE_TIMEOUT, frame::read_frame(&mut stream)).await
+        {
+            Err(_) => break,
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(p))) => p,
+            Ok(Err(e @ FrameError::TooLarge { .. })) => {
+                tracing::debug!("closing connection: {e}");
+                let reply = Response::Error(ErrorReply::new(ErrorKind::BadRequest, e.to_string()));
+                let _ = frame::write_frame(&mut stream, &reply).await;
+                break;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!("closing connection: {e}");
+                break;
+            }
+        };
+        let reply = handle(&state, &payload);
+        if let Response::Error(e) = &reply {
+            tracing::debug!("request refused: {e}");
+        }
+        if frame::write_frame(&mut stream, &reply).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Serves `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: UnixListener,
+    state: Arc<State>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let stream = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let st = state.clone();
+        tokio::spawn(async move {
+            connection(stream, st).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Looks up a group id by name.
+fn group_id(name: &str) -> std::io::Result<libc::gid_t> {
+    if let Ok(gid) = name.parse::<libc::gid_t>() {
+        return Ok(gid);
+    }
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| std::io::Error::other("group name contains a NUL byte"))?;
+    // SAFETY: getgrnam returns NULL or a pointer to a static struct; we copy gr_gid immediately.
+    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+    if gr.is_null() {
+        return Err(std::io::Error::other(format!("no such group {name:?}")));
+    }
+    Ok(unsafe { (*gr).gr_gid })
+}
+
+/// Binds the socket: creates the parent directory, removes a stale socket
+/// (refusing if a live daemon answers or the path is not a socket), sets
+/// mode 0660 and the group.
+pub fn bind(path: &Path, group: Option<&str>) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::other(format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            )));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::other(format!(
+                "another daemon is listening on {}",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let gid = group.map(group_id).transpose()?;
+    // Created without world access from the start, then exactly 0660.
+    // SAFETY: umask only changes this process's file-creation mask.
+    let old = unsafe { libc::umask(0o117) };
+    let listener = UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    let listener = listener?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    if let Some(gid) = gid {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(std::io::Error::other)?;
+        // SAFETY: plain chown of a path we just created; uid -1 leaves the owner.
+        if unsafe { libc::chown(c.as_ptr(), libc::uid_t::MAX, gid) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(listener)
+}
+
+/// Runs the daemon until SIGTERM/SIGINT; SIGHUP reloads the model.
+pub async fn run(model: &Path, socket: &Path, group: Option<&str>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let state = Arc::new(State::load(model)?);
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let listener = bind(socket, group)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", socket.display()))?;
+    {
+        let m = &state.current().model;
+        tracing::info!(
+            socket = %socket.display(),
+            model = %model.display(),
+            family = m.family.name(),
+            rows = m.rows.iter().sum::<u64>(),
+            "predictor listening"
+        );
+    }
+    let st = state.clone();
+    let reloader = tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let s = st.clone();
+            match tokio::task::spawn_blocking(move || s.reload()).await {
+                Ok(Ok(())) => tracing::info!("SIGHUP: model reloaded"),
+                Ok(Err(e)) => {
+                    tracing::error!("SIGHUP: new model refused, keeping the old one: {e}")
+                }
+                Err(e) => tracing::error!("SIGHUP: reload task failed: {e}"),
+            }
+        }
+    });
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+    };
+    serve(listener, state, shutdown).await;
+    reloader.abort();
+    let _ = std::fs::remove_file(socket);
+    tracing::info!("predictor stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[tokio::test]
+    async fn bind_sets_mode_and_group_and_refuses_non_sockets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/p.sock");
+        let gid = unsafe { libc::getegid() };
+        let _l = bind(&path, Some(&gid.to_string())).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o660);
+        assert_eq!(meta.gid(), gid);
+        let e = bind(&dir.path().join("x.sock"), Some("no-such-group-migsight")).unwrap_err();
+        assert!(e.to_string().contains("no such group"), "{e}");
+        let file = dir.path().join("plain");
+        std::fs::write(&file, b"x").unwrap();
+        let e = bind(&file, None).unwrap_err();
+        assert!(e.to_string().contains("not a socket"), "{e}");
+        // A stale socket (nobody listening) is replaced.
+        drop(_l);
+        let _l2 = bind(&path, None).unwrap();
+    }
+
+    #[test]
+    fn hostile_payloads_get_typed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = crate::model::TrainOptions::new(crate::FamilyKind::Linear, 1);
+        o.threads = 1;
+        let data = crate::data::Data::from_dataset(&crate::testdata::simulate(5, 1, true), "f");
+        let p = dir.path().join("m.msm");
+        Model::train(&data, &o).save(&p).unwrap();
+        let state = State::load(&p).unwrap();
+        let mut rng = crate::rng::Rng::new(5);
+        for len in 0..300 {
+            let bytes: Vec<u8> = (0..len % 64).map(|_| rng.next_u64() as u8).collect();
+            let mut b = bytes.clone();
+            b.insert(0, 1); // right version, garbage body
+            for payload in [bytes, b] {
+                match handle(&state, &payload) {
+                    Response::Error(e) => assert!(matches!(
+                        e.kind,
+                        ErrorKind::BadRequest | ErrorKind::UnsupportedVersion
+                    )),
+                    Response::Health(_) | Response::ModelInfo(_) => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+    }
+}
