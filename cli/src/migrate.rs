@@ -11,6 +11,7 @@ use crate::plan::{self, PlanOutput, ProfileArgs, SlaArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use migsight_agent::procfs;
 use migsight_agent::qmp::Qmp;
+use migsight_lab::host::lo_tx_bytes;
 use migsight_lab::migration::{self, MigrateError, MigrationConfig, MigrationOutcome, Progress};
 use migsight_lab::workload::{ops_rate, OpsPage, OpsReading};
 use migsight_proto::feature::MIB;
@@ -138,14 +139,6 @@ impl Out {
             println!("{s}");
         }
     }
-}
-
-fn lo_tx_bytes() -> Option<u64> {
-    std::fs::read_to_string("/sys/class/net/lo/statistics/tx_bytes")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// Prints one progress observation (a rewritten line on a terminal, one line a second otherwise).

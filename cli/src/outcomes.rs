@@ -9,13 +9,13 @@
 //! image hashes, seed) are left empty. Non-converged migrations are kept with
 //! `converged=0`, as the lab does.
 
+use migsight_lab::host::{load1, unix_now};
 use migsight_lab::migration::{MigrationConfig, MigrationOutcome};
 use migsight_lab::runner::EXTRA_COLUMNS;
 use migsight_proto::csv::{CsvAppender, CsvError, Sample};
 use migsight_proto::feature::MIB;
 use migsight_proto::{Feature, FeatureVector, Metric};
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Default outcomes file (the systemd units' `StateDirectory=migsight`).
 pub const DEFAULT_OUTCOMES: &str = "/var/lib/migsight/outcomes.csv";
@@ -47,22 +47,6 @@ pub struct RowContext {
     pub pdr_std_error: Option<f64>,
     /// Stable id of this migration (`migrate-<unix>-<pid>`).
     pub group_id: String,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn load1() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// A fresh id for one migration.

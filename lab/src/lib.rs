@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod guest;
+pub mod host;
 pub mod interrupt;
 pub mod migration;
 pub mod qemu;

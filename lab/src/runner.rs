@@ -10,6 +10,7 @@
 //! the seeds' 512-migration dataset.
 
 use crate::guest::GuestImage;
+use crate::host::{lo_tx_bytes, load1, unix_now};
 use crate::migration::{self, MigrationConfig, MigrationOutcome};
 use crate::qemu::{Accel, Qemu, VmSpec};
 use crate::rng::Rng;
@@ -24,7 +25,7 @@ use migsight_proto::{Algorithm, Feature, Metric};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Columns the lab writes after the CSAP ones: everything that reproduces a row.
 pub const EXTRA_COLUMNS: [&str; 30] = [
@@ -95,30 +96,6 @@ pub struct LabSummary {
     pub written: usize,
     pub failed: usize,
     pub non_converged: usize,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn load1() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-fn lo_tx_bytes() -> Option<u64> {
-    std::fs::read_to_string("/sys/class/net/lo/statistics/tx_bytes")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 fn free_port() -> Result<u16> {
