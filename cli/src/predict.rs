@@ -5,7 +5,7 @@
 use crate::table;
 use migsight_proto::units;
 use migsight_proto::wire::{
-    Client, ClientError, Objective, PredictRequest, RecommendRequest, RequestBody, Response,
+    Client, ClientError, PredictRequest, RecommendRequest, RequestBody, Response,
 };
 use std::path::PathBuf;
 
@@ -18,24 +18,9 @@ pub struct PredictArgs {
     /// Planned migration bandwidth (QEMU max-bandwidth), e.g. 1Gbit, 125MB/s; becomes VM_ptr.
     #[arg(long)]
     pub bandwidth: String,
-    /// QEMU downtime-limit of the planned migration.
-    #[arg(long, default_value = "300ms")]
-    pub downtime_limit: String,
-    /// SLA: longest acceptable downtime, e.g. 300ms.
-    #[arg(long)]
-    pub max_downtime: Option<String>,
-    /// SLA: longest acceptable total time, e.g. 60s.
-    #[arg(long)]
-    pub max_time: Option<String>,
-    /// SLA: most data on the wire, e.g. 10GiB.
-    #[arg(long)]
-    pub max_data: Option<String>,
-    /// SLA: lowest acceptable relative performance during migration (0-1).
-    #[arg(long)]
-    pub min_performance: Option<f64>,
-    /// What to optimise: time, downtime, data, performance, cpu.
-    #[arg(long, default_value = "time")]
-    pub objective: Objective,
+    /// SLA limits, objective and QEMU downtime-limit (the same flags as `plan`).
+    #[command(flatten)]
+    pub sla: crate::plan::SlaArgs,
     /// Predictor daemon socket.
     #[arg(long, default_value = migsight_predictor::server::DEFAULT_SOCKET, conflicts_with = "model")]
     pub socket: PathBuf,
@@ -50,14 +35,9 @@ pub struct PredictArgs {
 pub fn run(a: PredictArgs) -> anyhow::Result<()> {
     let features = migsight_predictor::data::read_features_json(&a.features)?;
     let bandwidth_bps = units::parse_bandwidth(&a.bandwidth)?;
-    let downtime_limit_ms = units::parse_duration_ms(&a.downtime_limit)?;
+    let downtime_limit_ms = a.sla.downtime_limit_ms();
     anyhow::ensure!(downtime_limit_ms > 0.0, "--downtime-limit must be positive");
-    let sla = migsight_predictor::cli::parse_sla(
-        a.max_downtime.as_deref(),
-        a.max_time.as_deref(),
-        a.max_data.as_deref(),
-        a.min_performance,
-    )?;
+    let sla = a.sla.sla();
     let req = RecommendRequest {
         predict: PredictRequest {
             features,
@@ -65,7 +45,7 @@ pub fn run(a: PredictArgs) -> anyhow::Result<()> {
             downtime_limit_ms,
         },
         sla,
-        objective: a.objective,
+        objective: a.sla.objective,
     };
     let rec = match &a.model {
         Some(path) => {
