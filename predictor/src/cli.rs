@@ -45,6 +45,13 @@ pub struct TrainArgs {
     /// Restrict the inputs (comma-separated input names, or raw/composed/analytic).
     #[arg(long, value_delimiter = ',')]
     pub features: Vec<String>,
+    #[command(flatten)]
+    pub fit: FitArgs,
+}
+
+/// Training threads and gradient-boosting settings (shared by `train` and `eval`).
+#[derive(clap::Args, Debug)]
+pub struct FitArgs {
     /// Training threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -60,6 +67,17 @@ pub struct TrainArgs {
     /// gbdt: loss, l1 (absolute error, default) or l2 (squared error), on the log target.
     #[arg(long, default_value = "l1")]
     pub gbdt_loss: String,
+}
+
+impl FitArgs {
+    fn gbdt(&self) -> anyhow::Result<crate::gbdt::GbdtParams> {
+        gbdt_params(
+            self.gbdt_trees,
+            self.gbdt_learning_rate,
+            self.gbdt_depth,
+            &self.gbdt_loss,
+        )
+    }
 }
 
 /// Cross-validate models on CSAP-schema CSV files.
@@ -100,20 +118,8 @@ pub struct EvalArgs {
     pub max_data: Option<String>,
     #[arg(long)]
     pub min_performance: Option<f64>,
-    #[arg(long, default_value_t = 2)]
-    pub threads: usize,
-    /// gbdt: number of trees.
-    #[arg(long, default_value_t = crate::gbdt::GbdtParams::regression().n_trees)]
-    pub gbdt_trees: usize,
-    /// gbdt: learning rate (shrinkage).
-    #[arg(long, default_value_t = crate::gbdt::GbdtParams::regression().learning_rate)]
-    pub gbdt_learning_rate: f64,
-    /// gbdt: maximum tree depth.
-    #[arg(long, default_value_t = crate::gbdt::GbdtParams::regression().max_depth)]
-    pub gbdt_depth: usize,
-    /// gbdt: loss, l1 (absolute error, default) or l2 (squared error), on the log target.
-    #[arg(long, default_value = "l1")]
-    pub gbdt_loss: String,
+    #[command(flatten)]
+    pub fit: FitArgs,
 }
 
 /// Parses SLA flags with units.
@@ -212,13 +218,8 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     );
     let mut opts = TrainOptions::new(a.family, a.seed);
     opts.allowed = allowed_inputs(&a.features)?;
-    opts.threads = a.threads.max(1);
-    opts.gbdt = gbdt_params(
-        a.gbdt_trees,
-        a.gbdt_learning_rate,
-        a.gbdt_depth,
-        &a.gbdt_loss,
-    )?;
+    opts.threads = a.fit.threads.max(1);
+    opts.gbdt = a.fit.gbdt()?;
     let model = Model::train(&data, &opts);
     model.save(&a.out)?;
     let mut out = String::new();
@@ -296,13 +297,8 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
             .objective
             .map(|o| vec![o])
             .unwrap_or_else(|| Objective::ALL.to_vec()),
-        threads: a.threads.max(1),
-        gbdt: gbdt_params(
-            a.gbdt_trees,
-            a.gbdt_learning_rate,
-            a.gbdt_depth,
-            &a.gbdt_loss,
-        )?,
+        threads: a.fit.threads.max(1),
+        gbdt: a.fit.gbdt()?,
     };
     if let Some(p) = &a.folds_out {
         let folds = eval::folds(&data, a.folds, a.seed);
