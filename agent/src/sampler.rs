@@ -21,6 +21,8 @@
 //! A copy of each sampled page's previous content is kept for at most
 //! `copy_cap` pages (the lowest ranks), for the modified-bytes estimate.
 
+use migsight_proto::rng::SplitMix64;
+
 use crate::error::AgentError;
 use crate::guest_memory::{GuestMemory, PAGE};
 use std::sync::OnceLock;
@@ -30,11 +32,11 @@ const BATCH: usize = 1024;
 
 /// A small, fast PRNG (splitmix64) for choosing the sample.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
+        Rng(SplitMix64::new(seed))
     }
     /// A generator seeded from the clock and the pid.
     pub fn from_entropy() -> Rng {
@@ -45,11 +47,7 @@ impl Rng {
         Rng::new(t ^ ((std::process::id() as u64) << 32))
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     /// Uniform in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {

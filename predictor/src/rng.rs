@@ -1,30 +1,28 @@
 //! A small seeded RNG (SplitMix64): training is deterministic for a seed and
 //! needs no external crate.
 
+use migsight_proto::rng::SplitMix64;
+
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+        Rng(SplitMix64::new(seed))
     }
 
     /// A child generator for a named sub-task, independent of call order.
     pub fn derive(seed: u64, parts: &[u64]) -> Self {
         let mut r = Rng::new(seed);
         for p in parts {
-            r.0 ^= p.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+            r.0.perturb(p.wrapping_mul(0xD6E8_FEB8_6659_FD93));
             r.next_u64();
         }
         r
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (n > 0).

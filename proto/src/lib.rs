@@ -14,6 +14,7 @@ pub mod csv;
 pub mod feature;
 pub mod frame;
 pub mod metric;
+pub mod rng;
 pub mod units;
 pub mod wire;
 pub mod workload;
