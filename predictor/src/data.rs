@@ -23,6 +23,21 @@ pub struct DataSource {
     pub feature_columns: Vec<String>,
 }
 
+impl DataSource {
+    fn new(path: String, sha256: String, ds: &pcsv::Dataset) -> DataSource {
+        DataSource {
+            path,
+            sha256,
+            rows: ds.samples.len() as u64,
+            feature_columns: ds
+                .feature_columns
+                .iter()
+                .map(|f| f.column().to_string())
+                .collect(),
+        }
+    }
+}
+
 /// One labelled migration as model input.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -70,16 +85,8 @@ impl Data {
             let ds = pcsv::read(&bytes[..], &p.display().to_string())?;
             data.add(&ds, fi);
             digests.push(sha.clone());
-            data.sources.push(DataSource {
-                path: p.display().to_string(),
-                sha256: sha,
-                rows: ds.samples.len() as u64,
-                feature_columns: ds
-                    .feature_columns
-                    .iter()
-                    .map(|f| f.column().to_string())
-                    .collect(),
-            });
+            data.sources
+                .push(DataSource::new(p.display().to_string(), sha, &ds));
         }
         data.sha256 = if digests.len() == 1 {
             digests.remove(0)
@@ -93,16 +100,8 @@ impl Data {
     pub fn from_dataset(ds: &pcsv::Dataset, name: &str) -> Data {
         let mut data = Data::default();
         data.add(ds, 0);
-        data.sources.push(DataSource {
-            path: name.to_string(),
-            sha256: String::new(),
-            rows: ds.samples.len() as u64,
-            feature_columns: ds
-                .feature_columns
-                .iter()
-                .map(|f| f.column().to_string())
-                .collect(),
-        });
+        data.sources
+            .push(DataSource::new(name.to_string(), String::new(), ds));
         data
     }
 

@@ -100,6 +100,21 @@ fn metric_words(m: Metric) -> &'static str {
     }
 }
 
+/// A calibrated analytic base's share: the estimate's departure from the
+/// typical training value, credited to the analytic input.
+fn base_contribution(base: &Regressor, x: &[f64], c: &mut [f64; INPUT_COUNT]) {
+    if let Regressor::Analytic {
+        input,
+        offset,
+        fallback,
+    } = *base
+    {
+        if x[input].is_finite() {
+            c[input] += x[input] + offset - fallback;
+        }
+    }
+}
+
 fn contributions(reg: &Regressor, x: &[f64]) -> Option<[f64; GROUPS]> {
     let mut c = [0.0; INPUT_COUNT];
     match reg {
@@ -108,30 +123,11 @@ fn contributions(reg: &Regressor, x: &[f64]) -> Option<[f64; GROUPS]> {
         }
         Regressor::Boosted { base, trees } => {
             trees.contributions(x, &mut c);
-            if let Regressor::Analytic {
-                input,
-                offset,
-                fallback,
-            } = **base
-            {
-                if x[input].is_finite() {
-                    // The analytic estimate's departure from the typical training value.
-                    c[input] += x[input] + offset - fallback;
-                }
-            }
+            base_contribution(base, x, &mut c);
         }
         Regressor::Residual { base, linear } => {
             linear_contributions(linear, x, &mut c);
-            if let Regressor::Analytic {
-                input,
-                offset,
-                fallback,
-            } = **base
-            {
-                if x[input].is_finite() {
-                    c[input] += x[input] + offset - fallback;
-                }
-            }
+            base_contribution(base, x, &mut c);
         }
         Regressor::Linear(l) => linear_contributions(l, x, &mut c),
         _ => return None,
