@@ -62,7 +62,7 @@ fn fit_all(data: &Data, family: FamilyKind, opts: &TrainOptions) -> f64 {
                 continue;
             }
             let y: Vec<f64> = rows.iter().map(|r| r.labels[m.index()].unwrap()).collect();
-            let t = Transform::choose(family, m, &y);
+            let t = Transform::choose(family, &opts.gbdt, m, &y);
             let z: Vec<f64> = y.iter().map(|v| t.forward(*v)).collect();
             let x: Vec<Vec<f64>> = rows.iter().map(|r| r.x.clone()).collect();
             let reg = family.family().fit(&FitInput {

@@ -67,16 +67,19 @@ pub struct FitArgs {
     /// gbdt: loss, l1 (absolute error, default) or l2 (squared error), on the log target.
     #[arg(long, default_value = "l1")]
     pub gbdt_loss: String,
+    /// gbdt: what TT/DT/TD boosting starts from: affine (series + fixed part,
+    /// default), scaled (series × factor) or median (plain trees); cross-fitting
+    /// may step down from it.
+    #[arg(long, default_value = "affine")]
+    pub gbdt_base: String,
+    /// gbdt: target scale, log (default) or raw (scikit-learn's default; an ablation).
+    #[arg(long, default_value = "log")]
+    pub gbdt_target: String,
 }
 
 impl FitArgs {
     fn gbdt(&self) -> anyhow::Result<crate::gbdt::GbdtParams> {
-        gbdt_params(
-            self.gbdt_trees,
-            self.gbdt_learning_rate,
-            self.gbdt_depth,
-            &self.gbdt_loss,
-        )
+        gbdt_params(self)
     }
 }
 
@@ -139,26 +142,36 @@ pub fn parse_sla(
     Ok(sla)
 }
 
-fn gbdt_params(
-    trees: usize,
-    lr: f64,
-    depth: usize,
-    loss: &str,
-) -> anyhow::Result<crate::gbdt::GbdtParams> {
-    let loss = match loss {
-        "l1" => crate::gbdt::Loss::L1,
-        "l2" => crate::gbdt::Loss::L2,
+fn gbdt_params(a: &FitArgs) -> anyhow::Result<crate::gbdt::GbdtParams> {
+    use crate::gbdt::{Base, Loss, Target};
+    let loss = match a.gbdt_loss.as_str() {
+        "l1" => Loss::L1,
+        "l2" => Loss::L2,
         other => anyhow::bail!("unknown --gbdt-loss {other:?} (expected l1 or l2)"),
     };
+    let base = match a.gbdt_base.as_str() {
+        "affine" => Base::Affine,
+        "scaled" => Base::Scaled,
+        "median" => Base::Median,
+        other => anyhow::bail!("unknown --gbdt-base {other:?} (expected affine, scaled or median)"),
+    };
+    let target = match a.gbdt_target.as_str() {
+        "log" => Target::Log,
+        "raw" => Target::Raw,
+        other => anyhow::bail!("unknown --gbdt-target {other:?} (expected log or raw)"),
+    };
+    let (trees, lr, depth) = (a.gbdt_trees, a.gbdt_learning_rate, a.gbdt_depth);
     anyhow::ensure!(
         trees >= 1 && lr > 0.0 && lr <= 1.0 && depth >= 1,
-        "bad gbdt settings"
+        "bad gbdt settings: --gbdt-trees {trees} (≥ 1), --gbdt-learning-rate {lr} (in (0, 1]), --gbdt-depth {depth} (≥ 1)"
     );
     Ok(crate::gbdt::GbdtParams {
         n_trees: trees,
         learning_rate: lr,
         max_depth: depth,
         loss,
+        base,
+        target,
         ..crate::gbdt::GbdtParams::regression()
     })
 }

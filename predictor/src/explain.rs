@@ -103,15 +103,13 @@ fn metric_words(m: Metric) -> &'static str {
 /// A calibrated analytic base's share: the estimate's departure from the
 /// typical training value, credited to the analytic input.
 fn base_contribution(base: &Regressor, x: &[f64], c: &mut [f64; INPUT_COUNT]) {
-    if let Regressor::Analytic {
-        input,
-        offset,
-        fallback,
-    } = *base
-    {
-        if x[input].is_finite() {
-            c[input] += x[input] + offset - fallback;
+    match *base {
+        Regressor::Analytic {
+            input, fallback, ..
+        } if x[input].is_finite() => {
+            c[input] += base.predict(x) - fallback;
         }
+        _ => {}
     }
 }
 

@@ -1,6 +1,6 @@
 //! Model families behind one trait, and the target transforms.
 
-use crate::gbdt::{Gbdt, GbdtParams};
+use crate::gbdt::{Base, Gbdt, GbdtParams, Target};
 use crate::inputs;
 use crate::linear::Linear;
 use crate::svr::{BaggedSvr, SvrParams};
@@ -69,6 +69,11 @@ impl FromStr for FamilyKind {
     }
 }
 
+/// Whether `kind` fits targets on their own scale (no log).
+pub fn raw_scale(kind: FamilyKind, gbdt: &GbdtParams) -> bool {
+    kind == FamilyKind::Svr || (kind == FamilyKind::Gbdt && gbdt.target == Target::Raw)
+}
+
 /// How a metric's target is transformed before fitting; residuals and
 /// intervals live in the transformed space.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -79,12 +84,18 @@ pub enum Transform {
     ShiftedLog { shift: f64 },
     /// `y` (the SVR family, as in the seed).
     Identity,
+    /// `ln(y + shift)` for TT/DT/TD, where `−shift` is the part of the
+    /// metric the series does not scale with (see [`fit_affine`]): the
+    /// trees then correct the variable part multiplicatively. The inverse
+    /// keeps at least [`AFFINE_MIN_SHARE`] of `e^z`.
+    Offset { shift: f64 },
 }
 
 impl Transform {
-    /// Chooses the transform for `metric` given the training targets.
-    pub fn choose(kind: FamilyKind, metric: Metric, y: &[f64]) -> Transform {
-        if kind == FamilyKind::Svr {
+    /// Chooses the transform for `metric` given the training targets: raw
+    /// for the SVR (as in the seed) and for gbdt with `Target::Raw`.
+    pub fn choose(kind: FamilyKind, gbdt: &GbdtParams, metric: Metric, y: &[f64]) -> Transform {
+        if raw_scale(kind, gbdt) {
             return Transform::Identity;
         }
         let min = y.iter().cloned().fold(f64::INFINITY, f64::min);
@@ -103,6 +114,7 @@ impl Transform {
             Transform::Log => y.max(1e-12).ln(),
             Transform::ShiftedLog { shift } => (y + shift).max(1e-12).ln(),
             Transform::Identity => y,
+            Transform::Offset { shift } => (y + shift).max(1e-12).ln(),
         }
     }
 
@@ -112,6 +124,10 @@ impl Transform {
             Transform::Log => z.exp(),
             Transform::ShiftedLog { shift } => z.exp() - shift,
             Transform::Identity => z,
+            Transform::Offset { shift } => {
+                let e = z.exp();
+                (e - shift).max(AFFINE_MIN_SHARE * e)
+            }
         }
     }
 
@@ -120,7 +136,9 @@ impl Transform {
     pub fn forward_limit(self, y: f64) -> Option<f64> {
         match self {
             Transform::Log if y <= 0.0 => None,
-            Transform::ShiftedLog { shift } if y + shift <= 0.0 => None,
+            Transform::ShiftedLog { shift } | Transform::Offset { shift } if y + shift <= 0.0 => {
+                None
+            }
             _ => Some(self.forward(y)),
         }
     }
@@ -270,20 +288,26 @@ impl Family for GbdtFamily {
     fn kind(&self) -> FamilyKind {
         FamilyKind::Gbdt
     }
-    /// For TT, DT and TD the trees boost the residual of the calibrated
-    /// analytic estimate (so with few rows the model is the analytic one,
-    /// and the trees learn the corrections as data grows); otherwise plain.
+    /// For TT, DT and TD the trees boost the residual of the analytic
+    /// estimate through `i.gbdt.base` (so with few rows the model is the
+    /// analytic one, and the trees learn the corrections as data grows);
+    /// otherwise plain.
     fn fit(&self, i: &FitInput) -> Regressor {
         let x = if i.allowed.len() == inputs::INPUT_COUNT {
             i.x.to_vec()
         } else {
             masked(i.x, i.allowed)
         };
-        let analytic_base = i.gbdt.analytic_base
-            && analytic_input(i.metric)
-                .is_some_and(|c| i.allowed.contains(&c) && x.iter().any(|r| r[c].is_finite()));
-        if analytic_base {
-            let base = AnalyticFamily.fit(i);
+        let has_series = analytic_input(i.metric)
+            .is_some_and(|c| i.allowed.contains(&c) && x.iter().any(|r| r[c].is_finite()));
+        let base = match i.gbdt.base {
+            // The series is a log-scale base.
+            _ if !has_series || i.gbdt.target == Target::Raw => None,
+            Base::Median => None,
+            // (Affine: the fixed part is already out of `z`, see Transform::Offset)
+            Base::Scaled | Base::Affine => Some(AnalyticFamily.fit(i)),
+        };
+        if let Some(base) = base {
             let resid: Vec<f64> = x
                 .iter()
                 .zip(i.z)
@@ -373,5 +397,117 @@ impl Family for AnalyticFamily {
             offset: median_of(&d),
             fallback,
         }
+    }
+}
+
+/// Smallest share of the variable part a [`Transform::Offset`] inverse keeps:
+/// a negative fixed part never takes the estimate to zero or below.
+pub const AFFINE_MIN_SHARE: f64 = 0.1;
+
+/// Fits `y ≈ a + b × series` by least relative absolute error,
+/// `Σ |a + b·sᵢ − yᵢ| / yᵢ` (≈ the absolute log error the trees use), with
+/// iteratively reweighted least squares; returns `(a, b)`.
+///
+/// Why a fixed part: QEMU's migration has costs the series does not scale
+/// with memory — the setup and completion handshakes, the first rate-limit
+/// slice (QEMU meters bandwidth in 100 ms slices) — so on this lab short
+/// migrations finish 100–190 ms sooner than the series says while long ones
+/// match it to 1 %; one factor cannot fit both. `None` when the fit is
+/// degenerate: fewer than 3 pairs, equal series values, a non-positive
+/// slope, or a fixed part above half the smallest label (then `y − a`
+/// would leave the log's domain).
+pub fn fit_affine(series: &[f64], y: &[f64]) -> Option<(f64, f64)> {
+    let pairs: Vec<(f64, f64)> = series
+        .iter()
+        .zip(y)
+        .filter(|(s, y)| s.is_finite() && **s > 0.0 && y.is_finite() && **y > 0.0)
+        .map(|(s, y)| (*s, *y))
+        .collect();
+    if pairs.len() < 3 {
+        return None;
+    }
+    // In units of the median label, so both columns are O(1): the model is
+    // a·p + b·q ≈ 1 with p = m/y, q = s/y.
+    let ys: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+    let m = median_of(&ys);
+    let p: Vec<f64> = pairs.iter().map(|(_, y)| m / y).collect();
+    let q: Vec<f64> = pairs.iter().map(|(s, y)| s / y).collect();
+    let solve = |w: &[f64]| -> Option<(f64, f64)> {
+        let (mut spp, mut spq, mut sqq, mut sp, mut sq) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for k in 0..p.len() {
+            spp += w[k] * p[k] * p[k];
+            spq += w[k] * p[k] * q[k];
+            sqq += w[k] * q[k] * q[k];
+            sp += w[k] * p[k];
+            sq += w[k] * q[k];
+        }
+        let det = spp * sqq - spq * spq;
+        let scale = (spp * sqq).max(f64::MIN_POSITIVE);
+        if det.is_nan() || det.abs() <= 1e-12 * scale {
+            return None;
+        }
+        Some(((sp * sqq - sq * spq) / det, (spp * sq - spq * sp) / det))
+    };
+    let mut w = vec![1.0; p.len()];
+    let (mut a, mut b) = solve(&w)?;
+    for _ in 0..100 {
+        for k in 0..p.len() {
+            w[k] = 1.0 / (a * p[k] + b * q[k] - 1.0).abs().max(1e-4);
+        }
+        let (na, nb) = solve(&w)?;
+        let done = (na - a).abs() < 1e-9 && (nb - b).abs() < 1e-9;
+        (a, b) = (na, nb);
+        if done {
+            break;
+        }
+    }
+    let a = a * m;
+    let min_y = ys.iter().cloned().fold(f64::INFINITY, f64::min);
+    (a.is_finite() && b.is_finite() && b > 0.0 && a < 0.5 * min_y).then_some((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affine_fit_recovers_a_fixed_part_despite_outliers() {
+        // y = −150 ms + 0.98 × series, series 1–30 s, ±0.5 % wobble, and
+        // every tenth row 40 % off (a throttled run the series cannot see).
+        let series: Vec<f64> = (0..60).map(|k| 1000.0 + 500.0 * k as f64).collect();
+        let y: Vec<f64> = series
+            .iter()
+            .enumerate()
+            .map(|(k, s)| {
+                let wobble = 1.0 + 0.005 * ((k * 7 % 5) as f64 - 2.0) / 2.0;
+                let outlier = if k % 10 == 3 { 1.4 } else { 1.0 };
+                (-150.0 + 0.98 * s) * wobble * outlier
+            })
+            .collect();
+        let (a, b) = fit_affine(&series, &y).expect("a fit");
+        assert!((a + 150.0).abs() < 25.0, "a = {a}");
+        assert!((b - 0.98).abs() < 0.01, "b = {b}");
+        // Through the transform, a negative fixed part never drives the
+        // estimate to zero or below.
+        let t = Transform::Offset { shift: -a };
+        assert!(t.inverse(t.forward(1.0)) > 0.0);
+        assert!((t.inverse(t.forward(5000.0)) - 5000.0).abs() < 1e-6);
+        assert_eq!(t.forward_limit(a - 1.0), None);
+    }
+
+    #[test]
+    fn affine_fit_declines_degenerate_data() {
+        // All series values equal: slope and fixed part cannot be told apart.
+        assert_eq!(fit_affine(&[2000.0; 8], &[2000.0; 8]), None);
+        // Too few pairs; no usable pairs.
+        assert_eq!(fit_affine(&[1000.0, 2000.0], &[1000.0, 2000.0]), None);
+        assert_eq!(fit_affine(&[f64::NAN; 5], &[1.0; 5]), None);
+        let s: Vec<f64> = (1..9).map(|k| 1000.0 * k as f64).collect();
+        // Labels falling as the series grows: no positive slope.
+        let y: Vec<f64> = s.iter().map(|v| 9000.0 - v).collect();
+        assert_eq!(fit_affine(&s, &y), None);
+        // A fixed part larger than half the smallest label.
+        let y: Vec<f64> = s.iter().map(|v| 5000.0 + 0.1 * v).collect();
+        assert_eq!(fit_affine(&s, &y), None);
     }
 }
