@@ -2,9 +2,12 @@
 //! bandwidth with QEMU's switch-over rule.
 //!
 //! Round 0 sends the whole memory (`VM_size`); each later round re-sends what
-//! was dirtied while the previous round was on the wire, `VM_pdr × t`, bounded
-//! by the working set (`VM_wss`: pages dirtied more often are sent once per
-//! round). QEMU stops the VM and copies the rest when the pending data fits in
+//! was dirtied while the previous round was on the wire, bounded by the
+//! working set (`VM_wss`: pages dirtied more often are sent once per round).
+//! How much that is, is a [`Dirtying`] model: the textbook series takes
+//! `VM_pdr × t`; the saturating one reads `VM_pdr` as what the agent
+//! measures, distinct pages per 1-s interval, and grows like random writes
+//! over the working set. QEMU stops the VM and copies the rest when the pending data fits in
 //! `bandwidth × downtime-limit`. With `VM_pdr ≥ VM_ptr` and a working set
 //! larger than that threshold the series never shrinks: the migration does not
 //! converge. Rounds are capped at [`MAX_ROUNDS`].
@@ -19,6 +22,35 @@ use serde::{Deserialize, Serialize};
 pub const MAX_ROUNDS: u32 = 30;
 /// Smallest downtime the model predicts (device state, ms).
 pub const MIN_DOWNTIME_MS: f64 = 1.0;
+
+/// How many distinct pages a guest dirties in `t` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Dirtying {
+    /// `VM_pdr × t`, capped at the working set: the textbook geometric
+    /// series (the `analytic` family, the reference).
+    Linear,
+    /// `W · (1 − (1 − VM_pdr/W)^t)` for a working set `W`: uniform random
+    /// writes over `W` at the rate that dirties `VM_pdr` distinct pages in
+    /// the agent's 1-s interval. Equal to `VM_pdr` at `t = 1`, below
+    /// `VM_pdr × t` later (pages re-dirtied within a round are sent once).
+    /// Measured on 419 lab rows: calibrated precopy TD gMRE 1.5 % → 0.8 %,
+    /// TT 2.9 % → 2.2 % against `Linear`.
+    Saturating,
+}
+
+impl Dirtying {
+    /// Distinct MiB dirtied in `t` s at `pdr` MiB/s over a working set of `bound` MiB.
+    pub fn dirtied(self, pdr: f64, t: f64, bound: f64) -> f64 {
+        match self {
+            Dirtying::Linear => (pdr * t).min(bound),
+            Dirtying::Saturating if bound > 0.0 && pdr < bound => {
+                bound * (1.0 - (1.0 - pdr / bound).powf(t))
+            }
+            // The whole working set is dirtied every interval.
+            Dirtying::Saturating => (pdr * t).min(bound),
+        }
+    }
+}
 
 /// An analytic estimate.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -41,6 +73,7 @@ pub fn precopy(
     wss_mib: Option<f64>,
     bw_mibps: Option<f64>,
     downtime_limit_ms: f64,
+    dirtying: Dirtying,
 ) -> Option<Estimate> {
     let size = size_mib?.max(0.0);
     let pdr = pdr_mibps?.max(0.0);
@@ -64,7 +97,7 @@ pub fn precopy(
         t_ms += t * 1000.0;
         sent += pending;
         rounds += 1;
-        pending = (pdr * t).min(bound);
+        pending = dirtying.dirtied(pdr, t, bound);
     };
     let dt_ms = (pending / bw * 1000.0).max(MIN_DOWNTIME_MS);
     Some(Estimate {
@@ -82,13 +115,14 @@ pub fn postcopy(
     pdr_mibps: Option<f64>,
     wss_mib: Option<f64>,
     bw_mibps: Option<f64>,
+    dirtying: Dirtying,
 ) -> Option<Estimate> {
     let size = size_mib?.max(0.0);
     let pdr = pdr_mibps.unwrap_or(0.0).max(0.0);
     let bw = bw_mibps.filter(|b| *b > 0.0)?;
     let bound = wss_mib.unwrap_or(size).min(size).max(0.0);
     let first = size / bw;
-    let again = (pdr * first).min(bound);
+    let again = dirtying.dirtied(pdr, first, bound);
     let total = size + again;
     Some(Estimate {
         tt_ms: total / bw * 1000.0 + MIN_DOWNTIME_MS,
@@ -105,7 +139,15 @@ mod tests {
 
     #[test]
     fn idle_vm_is_one_round() {
-        let e = precopy(Some(1000.0), Some(0.0), Some(0.0), Some(100.0), 300.0).unwrap();
+        let e = precopy(
+            Some(1000.0),
+            Some(0.0),
+            Some(0.0),
+            Some(100.0),
+            300.0,
+            Dirtying::Linear,
+        )
+        .unwrap();
         assert!(e.converges);
         assert_eq!(e.rounds, 1);
         assert!((e.tt_ms - 10_000.0 - MIN_DOWNTIME_MS).abs() < 1e-6, "{e:?}");
@@ -115,7 +157,15 @@ mod tests {
     #[test]
     fn geometric_series_converges_below_bandwidth() {
         // 1000 MiB at 100 MiB/s, dirtying 50 MiB/s: 10 s, 5 s, 2.5 s, ... until ≤ 30 MiB.
-        let e = precopy(Some(1000.0), Some(50.0), Some(1000.0), Some(100.0), 300.0).unwrap();
+        let e = precopy(
+            Some(1000.0),
+            Some(50.0),
+            Some(1000.0),
+            Some(100.0),
+            300.0,
+            Dirtying::Linear,
+        )
+        .unwrap();
         assert!(e.converges);
         assert!(e.rounds >= 5 && e.rounds <= 6, "{e:?}");
         assert!(e.tt_ms > 19_000.0 && e.tt_ms < 20_500.0, "{e:?}");
@@ -124,18 +174,71 @@ mod tests {
 
     #[test]
     fn dirty_rate_above_bandwidth_does_not_converge() {
-        let e = precopy(Some(1000.0), Some(150.0), Some(800.0), Some(100.0), 300.0).unwrap();
+        let e = precopy(
+            Some(1000.0),
+            Some(150.0),
+            Some(800.0),
+            Some(100.0),
+            300.0,
+            Dirtying::Linear,
+        )
+        .unwrap();
         assert!(!e.converges);
         // ... unless the working set fits in one downtime.
-        let e = precopy(Some(1000.0), Some(150.0), Some(20.0), Some(100.0), 300.0).unwrap();
+        let e = precopy(
+            Some(1000.0),
+            Some(150.0),
+            Some(20.0),
+            Some(100.0),
+            300.0,
+            Dirtying::Linear,
+        )
+        .unwrap();
         assert!(e.converges);
         assert_eq!(e.rounds, 1);
     }
 
     #[test]
     fn missing_inputs_give_none() {
-        assert!(precopy(None, Some(1.0), None, Some(1.0), 300.0).is_none());
-        assert!(precopy(Some(1.0), Some(1.0), None, Some(0.0), 300.0).is_none());
-        assert!(postcopy(Some(100.0), None, None, Some(10.0)).is_some());
+        assert!(precopy(None, Some(1.0), None, Some(1.0), 300.0, Dirtying::Linear).is_none());
+        assert!(precopy(
+            Some(1.0),
+            Some(1.0),
+            None,
+            Some(0.0),
+            300.0,
+            Dirtying::Linear
+        )
+        .is_none());
+        assert!(postcopy(Some(100.0), None, None, Some(10.0), Dirtying::Saturating).is_some());
+    }
+
+    #[test]
+    fn saturating_dirtying_matches_the_measured_rate_and_resends_less() {
+        let d = Dirtying::Saturating;
+        // One interval dirties exactly what the agent measured in one.
+        assert!((d.dirtied(30.0, 1.0, 100.0) - 30.0).abs() < 1e-9);
+        // Longer rounds re-dirty pages: fewer distinct than pdr × t, never above W.
+        let three = d.dirtied(30.0, 3.0, 100.0);
+        assert!(three < 90.0 && three > 60.0, "{three}");
+        assert!(d.dirtied(30.0, 100.0, 100.0) <= 100.0);
+        // A working set dirtied whole every interval, and an empty one.
+        assert_eq!(d.dirtied(150.0, 2.0, 100.0), 100.0);
+        assert_eq!(d.dirtied(5.0, 2.0, 0.0), 0.0);
+        // So the series converges sooner and sends less than the textbook one.
+        let lin = precopy(
+            Some(1000.0),
+            Some(50.0),
+            Some(400.0),
+            Some(100.0),
+            300.0,
+            Dirtying::Linear,
+        )
+        .unwrap();
+        let sat = precopy(Some(1000.0), Some(50.0), Some(400.0), Some(100.0), 300.0, d).unwrap();
+        assert!(
+            sat.converges && sat.td_bytes < lin.td_bytes,
+            "{sat:?} vs {lin:?}"
+        );
     }
 }

@@ -59,6 +59,10 @@ pub struct RecQuality {
     /// The single fixed algorithm with the highest accuracy, for comparison.
     pub best_fixed: Option<Algorithm>,
     pub best_fixed_accuracy: f64,
+    /// Mean relative regret of always choosing `best_fixed` (groups where
+    /// it ran and met the SLA): a fixed choice that is rarely the best can
+    /// still be close to it, so accuracy alone can flatter either side.
+    pub best_fixed_regret: f64,
 }
 
 /// Out-of-fold quality of P(converges).
@@ -319,6 +323,7 @@ fn rec_quality(
     let mut regrets = Vec::new();
     let mut fixed_hits = [0usize; 5];
     let mut fixed_seen = [0usize; 5];
+    let mut fixed_regrets: [Vec<f64>; 5] = Default::default();
     for rows in by_group.values() {
         let rows: Vec<usize> = rows.iter().cloned().filter(|&i| oof[i].is_some()).collect();
         if rows.len() < 2 {
@@ -352,13 +357,20 @@ fn rec_quality(
             })
             .collect();
         let pick = rows[recommend::order(&cands, lower_better)[0]];
+        let regret = |i: usize| {
+            let (b, p) = (obj(best).unwrap_or(0.0), obj(i).unwrap_or(0.0));
+            if b != 0.0 {
+                ((p - b) / b).abs()
+            } else {
+                0.0
+            }
+        };
         let best_alg = data.rows[best].algorithm;
         if data.rows[pick].algorithm == best_alg {
             correct += 1;
         }
         if feasible.contains(&pick) {
-            let (b, p) = (obj(best).unwrap(), obj(pick).unwrap());
-            regrets.push(if b != 0.0 { ((p - b) / b).abs() } else { 0.0 });
+            regrets.push(regret(pick));
         } else {
             violations += 1;
         }
@@ -367,6 +379,9 @@ fn rec_quality(
             fixed_seen[a] += 1;
             if data.rows[i].algorithm == best_alg {
                 fixed_hits[a] += 1;
+            }
+            if feasible.contains(&i) {
+                fixed_regrets[a].push(regret(i));
             }
         }
     }
@@ -384,19 +399,23 @@ fn rec_quality(
                 (ba, bv)
             }
         });
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
     Some(RecQuality {
         model: model.to_string(),
         objective,
         groups,
         accuracy: correct as f64 / groups as f64,
-        mean_regret: if regrets.is_empty() {
-            f64::NAN
-        } else {
-            regrets.iter().sum::<f64>() / regrets.len() as f64
-        },
+        mean_regret: mean(&regrets),
         sla_violations: violations as f64 / groups as f64,
         best_fixed,
         best_fixed_accuracy,
+        best_fixed_regret: best_fixed.map_or(f64::NAN, |a| mean(&fixed_regrets[a.index()])),
     })
 }
 
@@ -511,19 +530,19 @@ pub fn rec_table(report: &EvalReport, sla: &Sla) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<9} {:<12} {:>6} {:>9} {:>12} {:>11} {:>26}",
+        "{:<9} {:<12} {:>6} {:>9} {:>12} {:>11} {:>34}",
         "model",
         "objective",
         "groups",
         "accuracy",
         "mean_regret",
         "violations",
-        "best fixed algorithm"
+        "best fixed (accuracy, regret)"
     );
     for q in &report.recommendation {
         let _ = writeln!(
             s,
-            "{:<9} {:<12} {:>6} {:>9} {:>12} {:>11} {:>26}",
+            "{:<9} {:<12} {:>6} {:>9} {:>12} {:>11} {:>34}",
             q.model,
             q.objective.name(),
             q.groups,
@@ -531,7 +550,12 @@ pub fn rec_table(report: &EvalReport, sla: &Sla) -> String {
             f(q.mean_regret, 3),
             f(q.sla_violations, 3),
             q.best_fixed
-                .map(|a| format!("{} ({:.3})", a.name(), q.best_fixed_accuracy))
+                .map(|a| format!(
+                    "{} ({:.3}, {})",
+                    a.name(),
+                    q.best_fixed_accuracy,
+                    f(q.best_fixed_regret, 3)
+                ))
                 .unwrap_or_default()
         );
     }

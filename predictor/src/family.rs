@@ -245,7 +245,7 @@ impl Regressor {
     }
 }
 
-/// The analytic input column of a metric, if it has one.
+/// The analytic input column of a metric (the textbook series), if it has one.
 pub fn analytic_input(metric: Metric) -> Option<usize> {
     match metric {
         Metric::TT => Some(inputs::A_TT),
@@ -253,6 +253,24 @@ pub fn analytic_input(metric: Metric) -> Option<usize> {
         Metric::TD => Some(inputs::A_TD),
         _ => None,
     }
+}
+
+/// The series column gbdt's base uses for `metric`: the saturating series
+/// when it is allowed and present in `x`, else the textbook one, else none.
+/// Measured on 419 lab rows (10 folds, seeds 42 and 7): against the textbook
+/// base, gMRE over the 15 TT/DT/TD cells ×0.85 / ×0.88 (TT/TD cells −10 to
+/// −45 %; DT within its repeat noise, and the same with either base).
+pub fn base_column(metric: Metric, allowed: &[usize], x: &[Vec<f64>]) -> Option<usize> {
+    let saturating = match metric {
+        Metric::TT => Some(inputs::S_TT),
+        Metric::DT => Some(inputs::S_DT),
+        Metric::TD => Some(inputs::S_TD),
+        _ => None,
+    };
+    [saturating, analytic_input(metric)]
+        .into_iter()
+        .flatten()
+        .find(|&c| allowed.contains(&c) && x.iter().any(|r| r[c].is_finite()))
 }
 
 fn masked(x: &[Vec<f64>], allowed: &[usize]) -> Vec<Vec<f64>> {
@@ -288,24 +306,22 @@ impl Family for GbdtFamily {
     fn kind(&self) -> FamilyKind {
         FamilyKind::Gbdt
     }
-    /// For TT, DT and TD the trees boost the residual of the analytic
-    /// estimate through `i.gbdt.base` (so with few rows the model is the
-    /// analytic one, and the trees learn the corrections as data grows);
-    /// otherwise plain.
+    /// For TT, DT and TD the trees boost the residual of the calibrated
+    /// series ([`base_column`]) through `i.gbdt.base` (so with few rows the
+    /// model is the analytic one, and the trees learn the corrections as
+    /// data grows); otherwise plain.
     fn fit(&self, i: &FitInput) -> Regressor {
         let x = if i.allowed.len() == inputs::INPUT_COUNT {
             i.x.to_vec()
         } else {
             masked(i.x, i.allowed)
         };
-        let has_series = analytic_input(i.metric)
-            .is_some_and(|c| i.allowed.contains(&c) && x.iter().any(|r| r[c].is_finite()));
-        let base = match i.gbdt.base {
+        let base = match (base_column(i.metric, i.allowed, &x), i.gbdt.base) {
             // The series is a log-scale base.
-            _ if !has_series || i.gbdt.target == Target::Raw => None,
-            Base::Median => None,
+            (None, _) | (_, Base::Median) => None,
+            _ if i.gbdt.target == Target::Raw => None,
             // (Affine: the fixed part is already out of `z`, see Transform::Offset)
-            Base::Scaled | Base::Affine => Some(AnalyticFamily.fit(i)),
+            (Some(col), Base::Scaled | Base::Affine) => Some(calibrated(i, col)),
         };
         if let Some(base) = base {
             let resid: Vec<f64> = x
@@ -373,30 +389,30 @@ impl Family for AnalyticFamily {
         FamilyKind::Analytic
     }
     fn fit(&self, i: &FitInput) -> Regressor {
-        let fallback = median_of(i.z);
-        let input = match i.metric {
-            Metric::TT => inputs::A_TT,
-            Metric::DT => inputs::A_DT,
-            Metric::TD => inputs::A_TD,
-            _ => return Regressor::Constant(fallback),
-        };
-        if !i.allowed.contains(&input) {
-            return Regressor::Constant(fallback);
+        match analytic_input(i.metric) {
+            Some(input) if i.allowed.contains(&input) => calibrated(i, input),
+            _ => Regressor::Constant(median_of(i.z)),
         }
-        let d: Vec<f64> =
-            i.x.iter()
-                .zip(i.z)
-                .filter(|(r, _)| r[input].is_finite())
-                .map(|(r, z)| z - r[input])
-                .collect();
-        if d.is_empty() {
-            return Regressor::Constant(fallback);
-        }
-        Regressor::Analytic {
-            input,
-            offset: median_of(&d),
-            fallback,
-        }
+    }
+}
+
+/// The series in column `input` times one factor (the median log ratio of
+/// the targets to it); the median target where the series is absent.
+fn calibrated(i: &FitInput, input: usize) -> Regressor {
+    let fallback = median_of(i.z);
+    let d: Vec<f64> =
+        i.x.iter()
+            .zip(i.z)
+            .filter(|(r, _)| r[input].is_finite())
+            .map(|(r, z)| z - r[input])
+            .collect();
+    if d.is_empty() {
+        return Regressor::Constant(fallback);
+    }
+    Regressor::Analytic {
+        input,
+        offset: median_of(&d),
+        fallback,
     }
 }
 

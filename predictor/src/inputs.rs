@@ -12,7 +12,7 @@ use migsight_proto::{Algorithm, ComposedFeatures, Feature, FeatureVector};
 use serde::{Deserialize, Serialize};
 
 /// Number of input columns.
-pub const INPUT_COUNT: usize = Feature::COUNT + 6 + 1 + 5;
+pub const INPUT_COUNT: usize = Feature::COUNT + 6 + 1 + 8;
 
 /// Index of the first composed feature.
 pub const COMPOSED_START: usize = Feature::COUNT;
@@ -28,6 +28,13 @@ pub const A_TD: usize = DOWNTIME_LIMIT + 3;
 pub const A_CONV: usize = DOWNTIME_LIMIT + 4;
 /// Index of dirty rate / bandwidth.
 pub const DIRTY_RATIO: usize = DOWNTIME_LIMIT + 5;
+/// Index of ln(total time, ms) of the series with saturating dirtying
+/// ([`analytic::Dirtying::Saturating`]): the base of gbdt's TT.
+pub const S_TT: usize = DOWNTIME_LIMIT + 6;
+/// Index of ln(downtime, ms), saturating series.
+pub const S_DT: usize = DOWNTIME_LIMIT + 7;
+/// Index of ln(transferred data, bytes), saturating series.
+pub const S_TD: usize = DOWNTIME_LIMIT + 8;
 
 /// One input column, self-described in the model file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,13 +46,16 @@ pub struct InputSpec {
 
 /// Name of input column `i`.
 pub fn name(i: usize) -> &'static str {
-    const EXTRA: [&str; 6] = [
+    const EXTRA: [&str; 9] = [
         "downtime_limit_ms",
         "A.TT",
         "A.DT",
         "A.TD",
         "A.CONV",
         "DIRTY.RATIO",
+        "S.TT",
+        "S.DT",
+        "S.TD",
     ];
     if i < Feature::COUNT {
         Feature::ALL[i].column()
@@ -59,7 +69,17 @@ pub fn name(i: usize) -> &'static str {
 /// Unit of input column `i`.
 pub fn unit(i: usize) -> &'static str {
     const COMPOSED: [&str; 6] = ["MiB", "MiB", "MiB", "MiB", "MiB/s", "MiB"];
-    const EXTRA: [&str; 6] = ["ms", "ln(ms)", "ln(ms)", "ln(bytes)", "0/1", "ratio"];
+    const EXTRA: [&str; 9] = [
+        "ms",
+        "ln(ms)",
+        "ln(ms)",
+        "ln(bytes)",
+        "0/1",
+        "ratio",
+        "ln(ms)",
+        "ln(ms)",
+        "ln(bytes)",
+    ];
     if i < Feature::COUNT {
         Feature::ALL[i].unit()
     } else if i < DOWNTIME_LIMIT {
@@ -81,6 +101,9 @@ pub fn description(i: usize) -> &'static str {
         A_TD => "analytic estimate of transferred data",
         A_CONV => "whether the analytic pre-copy series converges",
         DIRTY_RATIO => "page dirty rate divided by the migration bandwidth",
+        S_TT => "total time of the series with saturating dirtying (re-dirtied pages sent once)",
+        S_DT => "downtime of the series with saturating dirtying",
+        S_TD => "transferred data of the series with saturating dirtying",
         _ => "composed feature (see migsight_proto::ComposedFeatures)",
     }
 }
@@ -114,14 +137,15 @@ pub fn analytic_estimate(
     fv: &FeatureVector,
     algorithm: Algorithm,
     downtime_limit_ms: f64,
+    dirtying: analytic::Dirtying,
 ) -> Option<analytic::Estimate> {
     let size = fv.get(Feature::VmSize);
     let pdr = fv.get(Feature::VmPdr);
     let wss = fv.get(Feature::VmWss);
     let bw = fv.get(Feature::VmPtr);
     match algorithm {
-        Algorithm::Postcopy => analytic::postcopy(size, pdr, wss, bw),
-        _ => analytic::precopy(size, pdr, wss, bw, downtime_limit_ms),
+        Algorithm::Postcopy => analytic::postcopy(size, pdr, wss, bw, dirtying),
+        _ => analytic::precopy(size, pdr, wss, bw, downtime_limit_ms, dirtying),
     }
 }
 
@@ -140,11 +164,18 @@ pub fn row(fv: &FeatureVector, algorithm: Algorithm, downtime_limit_ms: f64) -> 
         }
     }
     x[DOWNTIME_LIMIT] = downtime_limit_ms;
-    if let Some(e) = analytic_estimate(fv, algorithm, downtime_limit_ms) {
+    if let Some(e) = analytic_estimate(fv, algorithm, downtime_limit_ms, analytic::Dirtying::Linear)
+    {
         x[A_TT] = e.tt_ms.max(1e-3).ln();
         x[A_DT] = e.dt_ms.max(1e-3).ln();
         x[A_TD] = e.td_bytes.max(1.0).ln();
         x[A_CONV] = if e.converges { 1.0 } else { 0.0 };
+    }
+    let saturating = analytic::Dirtying::Saturating;
+    if let Some(e) = analytic_estimate(fv, algorithm, downtime_limit_ms, saturating) {
+        x[S_TT] = e.tt_ms.max(1e-3).ln();
+        x[S_DT] = e.dt_ms.max(1e-3).ln();
+        x[S_TD] = e.td_bytes.max(1.0).ln();
     }
     if let (Some(p), Some(b)) = (fv.get(Feature::VmPdr), fv.get(Feature::VmPtr)) {
         if b > 0.0 {

@@ -547,9 +547,9 @@ pub fn train_metric(
         Base::Scaled => &[Base::Scaled, Base::Median],
         Base::Median => &[Base::Median],
     };
-    let analytic = crate::family::analytic_input(metric);
+    let series_col = crate::family::base_column(metric, &opts.allowed, &x);
     let mut candidates: Vec<(TrainOptions, Transform)> = Vec::new();
-    if let (FamilyKind::Gbdt, true, Some(col)) = (opts.family, log, analytic) {
+    if let (FamilyKind::Gbdt, true, Some(col)) = (opts.family, log, series_col) {
         for &base in bases {
             let mut o = opts.clone();
             o.gbdt.base = base;

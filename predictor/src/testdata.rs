@@ -64,7 +64,13 @@ pub fn simulate(groups: usize, seed: u64, full: bool) -> Dataset {
                 Algorithm::Postcopy => (pdr, ptr, wss),
             };
             let e = if a == Algorithm::Postcopy {
-                analytic::postcopy(Some(size), Some(eff_pdr), Some(eff_wss), Some(eff_bw))
+                analytic::postcopy(
+                    Some(size),
+                    Some(eff_pdr),
+                    Some(eff_wss),
+                    Some(eff_bw),
+                    analytic::Dirtying::Linear,
+                )
             } else {
                 analytic::precopy(
                     Some(size),
@@ -72,6 +78,7 @@ pub fn simulate(groups: usize, seed: u64, full: bool) -> Dataset {
                     Some(eff_wss),
                     Some(eff_bw),
                     300.0,
+                    analytic::Dirtying::Linear,
                 )
             }
             .unwrap();
