@@ -134,10 +134,18 @@ impl Data {
         }
     }
 
-    /// Input columns that have at least one value.
+    /// Input columns that have at least one value, counting the stacked
+    /// [`inputs::TD_TIME`] when some row has a TD label and a bandwidth.
     pub fn columns_with_data(&self) -> Vec<usize> {
+        let bw = migsight_proto::Feature::VmPtr.index();
+        let td = migsight_proto::Metric::TD.index();
         (0..INPUT_COUNT)
-            .filter(|&c| self.rows.iter().any(|r| r.x[c].is_finite()))
+            .filter(|&c| {
+                self.rows.iter().any(|r| {
+                    r.x[c].is_finite()
+                        || (c == inputs::TD_TIME && r.labels[td].is_some() && r.x[bw].is_finite())
+                })
+            })
             .collect()
     }
 

@@ -191,8 +191,7 @@ pub fn run(data: &Data, opts: &EvalOptions) -> EvalReport {
                         *v = f64::NAN;
                     }
                 }
-                let metrics: [MetricPrediction; 6] =
-                    std::array::from_fn(|m| model.metrics[m].predict(&x));
+                let metrics: [MetricPrediction; 6] = model.predict_metrics(&mut x);
                 let p_converge = model.p_converge(&x);
                 let mut p = p_converge;
                 for (metric, limit, upper) in opts.sla.limits() {

@@ -261,13 +261,13 @@ pub fn analytic_input(metric: Metric) -> Option<usize> {
 /// base, gMRE over the 15 TT/DT/TD cells ×0.85 / ×0.88 (TT/TD cells −10 to
 /// −45 %; DT within its repeat noise, and the same with either base).
 pub fn base_column(metric: Metric, allowed: &[usize], x: &[Vec<f64>]) -> Option<usize> {
-    let saturating = match metric {
-        Metric::TT => Some(inputs::S_TT),
-        Metric::DT => Some(inputs::S_DT),
-        Metric::TD => Some(inputs::S_TD),
-        _ => None,
+    let (stacked, saturating) = match metric {
+        Metric::TT => (Some(inputs::TD_TIME), Some(inputs::S_TT)),
+        Metric::DT => (None, Some(inputs::S_DT)),
+        Metric::TD => (None, Some(inputs::S_TD)),
+        _ => (None, None),
     };
-    [saturating, analytic_input(metric)]
+    [stacked, saturating, analytic_input(metric)]
         .into_iter()
         .flatten()
         .find(|&c| allowed.contains(&c) && x.iter().any(|r| r[c].is_finite()))

@@ -302,6 +302,20 @@ pub struct AlgorithmModel {
 }
 
 impl AlgorithmModel {
+    /// All six metrics for input row `x`; fills `x`'s
+    /// [`inputs::TD_TIME`] from the TD prediction first (TT's input).
+    pub fn predict_metrics(&self, x: &mut [f64]) -> [MetricPrediction; 6] {
+        let td = self.metrics[Metric::TD.index()].predict(x);
+        x[inputs::TD_TIME] = inputs::td_time(x, td.value);
+        std::array::from_fn(|m| {
+            if m == Metric::TD.index() {
+                td
+            } else {
+                self.metrics[m].predict(x)
+            }
+        })
+    }
+
     pub fn p_converge(&self, x: &[f64]) -> f64 {
         match &self.converge {
             ConvergeModel::Constant { p, .. } => *p,
@@ -427,22 +441,27 @@ fn fit_regressor(
 }
 
 /// Fits one metric of one algorithm on converged, labelled `rows`.
+///
+/// Also returns, aligned with `rows`, each labelled row's out-of-fold
+/// prediction (natural units) from the cross-fitting, where there was one.
 pub fn train_metric(
     opts: &TrainOptions,
     algorithm: Algorithm,
     metric: Metric,
     rows: &[&Row],
-) -> MetricModel {
-    let labelled: Vec<(&Row, f64)> = rows
+) -> (MetricModel, Vec<Option<f64>>) {
+    let mut out_of_fold = vec![None; rows.len()];
+    let labelled: Vec<(usize, &Row, f64)> = rows
         .iter()
-        .filter(|r| r.converged)
-        .filter_map(|r| {
+        .enumerate()
+        .filter(|(_, r)| r.converged)
+        .filter_map(|(k, r)| {
             r.labels[metric.index()]
                 .filter(|v| v.is_finite())
-                .map(|y| (*r, y))
+                .map(|y| (k, *r, y))
         })
         .collect();
-    let ys: Vec<f64> = labelled.iter().map(|(_, y)| *y).collect();
+    let ys: Vec<f64> = labelled.iter().map(|(_, _, y)| *y).collect();
     let n = labelled.len();
     // Below MIN_FIT_ROWS every family falls back to the one-parameter
     // calibrated analytic estimate (TT/DT/TD; the median otherwise).
@@ -493,46 +512,52 @@ pub fn train_metric(
             Metric::PERF => (Regressor::Constant(1.0), Transform::Identity, 0.5),
             Metric::CPU | Metric::MEM => (Regressor::Constant(0.0), Transform::Identity, 0.0),
         };
-        return MetricModel {
-            metric,
-            status: MetricStatus::NoData,
-            n: 0,
-            transform,
-            regressor,
-            residuals: Residuals {
+        return (
+            MetricModel {
+                metric,
+                status: MetricStatus::NoData,
                 n: 0,
-                sketch: vec![-spread, spread],
-                lo: -spread,
-                hi: spread,
+                transform,
+                regressor,
+                residuals: Residuals {
+                    n: 0,
+                    sketch: vec![-spread, spread],
+                    lo: -spread,
+                    hi: spread,
+                },
+                cv: None,
+                note: Some(format!(
+                    "{}: no labelled converged rows for {algorithm}; placeholder value",
+                    metric.name()
+                )),
             },
-            cv: None,
-            note: Some(format!(
-                "{}: no labelled converged rows for {algorithm}; placeholder value",
-                metric.name()
-            )),
-        };
+            out_of_fold,
+        );
     }
     let z: Vec<f64> = ys.iter().map(|y| transform.forward(*y)).collect();
-    let x: Vec<Vec<f64>> = labelled.iter().map(|(r, _)| r.x.clone()).collect();
+    let x: Vec<Vec<f64>> = labelled.iter().map(|(_, r, _)| r.x.clone()).collect();
     if n < MIN_CALIBRATION_ROWS {
         let m = median_of(&z);
-        return MetricModel {
-            metric,
-            status: MetricStatus::FewRows,
-            n: n as u64,
-            transform,
-            regressor: Regressor::Constant(m),
-            residuals: Residuals::from(z.iter().map(|v| v - m).collect()),
-            cv: None,
-            note: Some(format!(
-                "{}: only {n} labelled rows for {algorithm}; predicting their median",
-                metric.name()
-            )),
-        };
+        return (
+            MetricModel {
+                metric,
+                status: MetricStatus::FewRows,
+                n: n as u64,
+                transform,
+                regressor: Regressor::Constant(m),
+                residuals: Residuals::from(z.iter().map(|v| v - m).collect()),
+                cv: None,
+                note: Some(format!(
+                    "{}: only {n} labelled rows for {algorithm}; predicting their median",
+                    metric.name()
+                )),
+            },
+            out_of_fold,
+        );
     }
     // Cross-fitting: out-of-fold predictions give the conformal residuals and CV scores.
     let k = opts.conformal_folds.clamp(2, n);
-    let groups: Vec<&str> = labelled.iter().map(|(r, _)| r.group.as_str()).collect();
+    let groups: Vec<&str> = labelled.iter().map(|(_, r, _)| r.group.as_str()).collect();
     let folds = assign_folds(&groups, k, seed);
     // For gbdt on TT/DT/TD, the base is itself a choice made by
     // cross-fitting (least total selection loss), from the configured one
@@ -623,6 +648,9 @@ pub fn train_metric(
         }
     }
     let preds: Vec<f64> = oof.iter().map(|z| transform.inverse(*z)).collect();
+    for ((k, _, _), p) in labelled.iter().zip(&preds) {
+        out_of_fold[*k] = p.is_finite().then_some(*p);
+    }
     let mut cv = score::stats(metric, &preds, &ys, None);
     cv.coverage = if counted > 0 {
         covered as f64 / counted as f64
@@ -633,30 +661,33 @@ pub fn train_metric(
     if let Some(t) = chosen_trees {
         regressor.truncate_trees(t);
     }
-    MetricModel {
-        metric,
-        status: if few {
-            MetricStatus::FewRows
-        } else {
-            MetricStatus::Fitted
+    (
+        MetricModel {
+            metric,
+            status: if few {
+                MetricStatus::FewRows
+            } else {
+                MetricStatus::Fitted
+            },
+            n: n as u64,
+            transform,
+            regressor,
+            residuals: Residuals::from(resid),
+            cv: Some(cv),
+            note: few.then(|| {
+                format!(
+                    "{}: only {n} labelled rows for {algorithm}; {}",
+                    metric.name(),
+                    if crate::family::analytic_input(metric).is_some() {
+                        "calibrated analytic estimate"
+                    } else {
+                        "predicting their median"
+                    }
+                )
+            }),
         },
-        n: n as u64,
-        transform,
-        regressor,
-        residuals: Residuals::from(resid),
-        cv: Some(cv),
-        note: few.then(|| {
-            format!(
-                "{}: only {n} labelled rows for {algorithm}; {}",
-                metric.name(),
-                if crate::family::analytic_input(metric).is_some() {
-                    "calibrated analytic estimate"
-                } else {
-                    "predicting their median"
-                }
-            )
-        }),
-    }
+        out_of_fold,
+    )
 }
 
 /// How an out-of-fold error `d` (in the transformed space) counts when the
@@ -795,16 +826,37 @@ pub fn train_converge(opts: &TrainOptions, algorithm: Algorithm, rows: &[&Row]) 
 }
 
 /// Trains everything for one algorithm.
+///
+/// TD is trained first: its out-of-fold predictions, sent at each row's
+/// bandwidth, become TT's [`inputs::TD_TIME`] input (stacking; at prediction
+/// time the TD model's own prediction fills it, see
+/// [`AlgorithmModel::predict_metrics`]).
 pub fn train_algorithm(opts: &TrainOptions, algorithm: Algorithm, rows: &[&Row]) -> AlgorithmModel {
+    let (td, td_oof) = train_metric(opts, algorithm, Metric::TD, rows);
+    let stacked: Vec<Row> = rows
+        .iter()
+        .zip(&td_oof)
+        .map(|(r, td)| {
+            let mut r = (*r).clone();
+            r.x[inputs::TD_TIME] = td.map_or(f64::NAN, |td| inputs::td_time(&r.x, td));
+            r
+        })
+        .collect();
+    let stacked: Vec<&Row> = stacked.iter().collect();
+    let metrics = Metric::ALL
+        .iter()
+        .map(|&m| match m {
+            Metric::TD => td.clone(),
+            Metric::TT => train_metric(opts, algorithm, m, &stacked).0,
+            _ => train_metric(opts, algorithm, m, rows).0,
+        })
+        .collect();
     AlgorithmModel {
         algorithm,
         rows: rows.len() as u64,
         converged_rows: rows.iter().filter(|r| r.converged).count() as u64,
         converge: train_converge(opts, algorithm, rows),
-        metrics: Metric::ALL
-            .iter()
-            .map(|&m| train_metric(opts, algorithm, m, rows))
-            .collect(),
+        metrics,
     }
 }
 
@@ -1051,22 +1103,14 @@ impl Model {
         let mut algorithms = Vec::with_capacity(5);
         let mut zs = Vec::with_capacity(5);
         for am in &self.algorithms {
-            let x = inputs::row(&fv, am.algorithm, req.downtime_limit_ms);
-            let mut metrics = [Interval {
-                value: 0.0,
-                lo: 0.0,
-                hi: 0.0,
-            }; 6];
-            let mut z = [0.0; 6];
-            for mm in &am.metrics {
-                let p = mm.predict(&x);
-                metrics[mm.metric.index()] = Interval {
-                    value: p.value,
-                    lo: p.lo,
-                    hi: p.hi,
-                };
-                z[mm.metric.index()] = p.z;
-            }
+            let mut x = inputs::row(&fv, am.algorithm, req.downtime_limit_ms);
+            let preds = am.predict_metrics(&mut x);
+            let metrics = preds.map(|p| Interval {
+                value: p.value,
+                lo: p.lo,
+                hi: p.hi,
+            });
+            let z = preds.map(|p| p.z);
             let explanation = crate::explain::explain(self, am, &x, &fv);
             algorithms.push(AlgorithmPrediction {
                 algorithm: am.algorithm,
@@ -1286,14 +1330,38 @@ mod tests {
     }
 
     #[test]
+    fn total_time_is_predicted_from_the_transferred_data_prediction() {
+        let m = Model::train(&data(60, 4, true), &fast(FamilyKind::Gbdt, 1));
+        assert!(m.inputs_used.contains(&inputs::TD_TIME));
+        let r = &data(5, 9, true).rows[0];
+        let am = &m.algorithms[r.algorithm.index()];
+        let mut x = r.x.clone();
+        assert!(x[inputs::TD_TIME].is_nan(), "a data row never carries it");
+        let p = am.predict_metrics(&mut x);
+        let td = p[Metric::TD.index()].value;
+        assert_eq!(x[inputs::TD_TIME], inputs::td_time(&x, td));
+        let bw = x[Feature::VmPtr.index()];
+        let ms = td / (bw * migsight_proto::feature::MIB) * 1000.0;
+        assert!((x[inputs::TD_TIME].exp() / ms - 1.0).abs() < 1e-9);
+        // The daemon's path gives the same numbers.
+        let fv = r.features;
+        let pred = m.predict(&request(fv)).unwrap();
+        assert!(pred
+            .algorithms
+            .iter()
+            .all(|a| a.metrics[Metric::TT.index()].value > 0.0));
+    }
+
+    #[test]
     fn conformal_intervals_cover_fresh_data() {
         let m = Model::train(&data(120, 4, true), &fast(FamilyKind::Gbdt, 1));
         let test = data(80, 5, true);
         let (mut hit, mut n) = (0, 0);
         for r in test.rows.iter().filter(|r| r.converged) {
             let am = &m.algorithms[r.algorithm.index()];
+            let preds = am.predict_metrics(&mut r.x.clone());
             for metric in [Metric::TT, Metric::TD, Metric::DT] {
-                let p = am.metrics[metric.index()].predict(&r.x);
+                let p = preds[metric.index()];
                 let t = r.labels[metric.index()].unwrap();
                 n += 1;
                 if p.lo <= t && t <= p.hi {
