@@ -1,16 +1,24 @@
 //! Ranking algorithms under an SLA and an objective.
 //!
-//! Algorithms likely to meet the SLA (P ≥ 0.5, where P combines P(converges)
-//! with the interval-implied probability of each limit) come first, best
-//! objective value first; the rest follow by falling P. The reason sentence
+//! Algorithms likely to meet the SLA (P ≥ [`LIKELY`], where P combines
+//! P(converges) with the interval-implied probability of each limit) come
+//! first, best objective value first; the rest follow by falling P. The reason sentence
 //! names the winner's objective value, its interval and its P.
 
 use migsight_proto::units::{HumanBytes, HumanMs};
 use migsight_proto::wire::{Objective, Prediction, RankedAlgorithm, Recommendation, Sla};
 use migsight_proto::Metric;
 
-/// Threshold of "likely to meet the SLA".
-pub const LIKELY: f64 = 0.5;
+/// Threshold of "likely to meet the SLA" (and to converge at all).
+///
+/// A recommendation that does not converge costs the maintenance window, so
+/// this is well above a coin toss. Measured by `migsight eval` on 419 lab
+/// rows (85 paired groups, no SLA, 10 folds, seed 42), 0.5 → 0.8: picks
+/// that then failed to converge, objective time 3.5 → 1.2 %, performance
+/// 12.3 → 6.2 %, CPU 10.6 → 4.7 %; accuracy equal or better (time 72.9 →
+/// 74.1 %), mean regret +0.02 (time) and +0.04 (data). 0.9 and 0.95 cost
+/// more regret (data: 0.09 and 0.20) for little more safety.
+pub const LIKELY: f64 = 0.8;
 
 /// Formats a metric value for sentences.
 pub fn human(metric: Metric, v: f64) -> String {
@@ -62,8 +70,8 @@ pub struct Candidate {
 }
 
 /// Orders candidates best first; returns indices. Tiers: point predictions
-/// meet the SLA and P ≥ 0.5 (by objective), then point predictions meet it
-/// but P < 0.5 (by P), then the rest (by P); ties by objective.
+/// meet the SLA and P ≥ [`LIKELY`] (by objective), then point predictions
+/// meet it but P is lower (by P), then the rest (by P); ties by objective.
 pub fn order(cands: &[Candidate], lower_better: bool) -> Vec<usize> {
     let key = |v: f64| if lower_better { v } else { -v };
     let tier = |c: &Candidate| match (c.point_meets, c.p >= LIKELY) {
@@ -249,12 +257,25 @@ mod tests {
             [5e3, 2e3, 3e3, 4e3, 9e3],
             [0.9; 5],
         );
-        let r = rank(p, &[0.8, 0.7, 0.1, 0.1, 0.9], sla, Objective::Time);
+        let r = rank(
+            p.clone(),
+            &[0.85, 0.9, 0.1, 0.1, 0.95],
+            sla,
+            Objective::Time,
+        );
         assert_eq!(r.recommended, Algorithm::AutoConverge);
         assert!(r.reason.contains("lowest total time"), "{}", r.reason);
         assert_eq!(r.ranked[0].algorithm, Algorithm::AutoConverge);
         assert_eq!(r.ranked[1].algorithm, Algorithm::Precopy);
         assert_eq!(r.ranked[2].algorithm, Algorithm::Postcopy);
+        // Faster but just below the "likely" bar: the slower, surer one wins.
+        let r = rank(
+            p,
+            &[0.85, LIKELY - 0.01, 0.1, 0.1, 0.95],
+            sla,
+            Objective::Time,
+        );
+        assert_eq!(r.recommended, Algorithm::Precopy);
         // Nobody meets: best chance, and the reason says so.
         let p = prediction([900.0; 5], [1e3; 5], [0.9; 5]);
         let r = rank(p, &[0.1, 0.2, 0.05, 0.01, 0.15], sla, Objective::Data);
