@@ -1353,6 +1353,31 @@ mod tests {
     }
 
     #[test]
+    fn total_time_and_data_extrapolate_with_memory_size() {
+        // Training sizes are 0.5–4 GiB; trees alone would flatten beyond
+        // that, the analytic base keeps scaling (a 64-GiB VM is common).
+        let m = Model::train(&data(60, 4, true), &fast(FamilyKind::Gbdt, 1));
+        let at = |size: f64| {
+            let p = m
+                .predict(&request(vm().with(Feature::VmSize, size)))
+                .unwrap();
+            let a = &p.algorithms[Algorithm::Precopy.index()];
+            (
+                a.metrics[Metric::TT.index()].value,
+                a.metrics[Metric::TD.index()].value,
+            )
+        };
+        let (tt4, td4) = at(4096.0);
+        let (tt40, td40) = at(40_960.0);
+        for (name, r) in [("TT", tt40 / tt4), ("TD", td40 / td4)] {
+            assert!(
+                (6.0..14.0).contains(&r),
+                "{name} grew ×{r:.2} for ×10 memory"
+            );
+        }
+    }
+
+    #[test]
     fn conformal_intervals_cover_fresh_data() {
         let m = Model::train(&data(120, 4, true), &fast(FamilyKind::Gbdt, 1));
         let test = data(80, 5, true);
