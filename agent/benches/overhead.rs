@@ -155,6 +155,7 @@ fn main() {
             mem,
             params: Some(params.clone()),
             qmp: true,
+            numa_nodes: 0,
         });
         let pid = g.pid();
         let qmp = g.qmp.clone().unwrap();
@@ -267,6 +268,7 @@ fn main() {
             mem,
             params: Some(known.clone()),
             qmp: true,
+            numa_nodes: 0,
         });
         let pid = g.pid();
         let qmp = g.qmp.clone().unwrap();

@@ -3,8 +3,12 @@
 //! The guest RAM is the anonymous `rw-p` mapping of the RAM size in
 //! `/proc/PID/maps` (a memfd or file backend shows as a `rw-s` file mapping
 //! such as `/memfd:ram (deleted)`). TCG's code buffer (`rwxp`) is never taken.
-//! Offsets here are offsets into that RAM block, which for a `-M pc` guest
-//! with less than ~3.5 GiB of RAM equal guest-physical addresses.
+//! A guest with several memory backends (one per NUMA node, as OpenStack's
+//! `hw:numa_nodes` or KubeVirt's NUMA passthrough configure; hot-plugged
+//! DIMMs) has one mapping per backend: they are found by their sizes and
+//! read as one RAM, region after region. Offsets here are offsets into that
+//! RAM, which for a one-backend `-M pc` guest with less than ~3.5 GiB equal
+//! guest-physical addresses.
 
 use crate::error::AgentError;
 use std::fmt;
@@ -99,10 +103,26 @@ pub(crate) fn find_ram(maps: &[Mapping], ram_size: Option<u64>) -> Option<(u64, 
         .map(|m| (m.start, m.len()))
 }
 
+/// Finds one distinct mapping per backend size in `parts` (each as
+/// [`find_ram`] would, without reusing a mapping); `None` unless all are
+/// found. Regions come back in `parts` order.
+pub(crate) fn find_ram_parts(maps: &[Mapping], parts: &[u64]) -> Option<Vec<(u64, u64)>> {
+    let mut left: Vec<Mapping> = maps.to_vec();
+    let mut out = Vec::with_capacity(parts.len());
+    for &size in parts {
+        let (start, len) = find_ram(&left, Some(size))?;
+        // Drop what was taken (a mapping, or the adjacent pieces joined).
+        left.retain(|m| m.end <= start || m.start >= start + len);
+        out.push((start, len));
+    }
+    Some(out)
+}
+
 /// The RAM of a running guest, readable from the host.
 pub struct GuestMemory {
     pid: u32,
-    host_addr: u64,
+    /// `(host address, bytes)` of each backend's mapping, in RAM-offset order.
+    regions: Vec<(u64, u64)>,
     size: u64,
 }
 
@@ -110,35 +130,52 @@ impl fmt::Debug for GuestMemory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "GuestMemory(pid {}, {} MiB at {:#x})",
+            "GuestMemory(pid {}, {} MiB at",
             self.pid,
-            self.size >> 20,
-            self.host_addr
-        )
+            self.size >> 20
+        )?;
+        for (addr, len) in &self.regions {
+            write!(f, " {:#x}+{}M", addr, len >> 20)?;
+        }
+        write!(f, ")")
     }
 }
 
 impl GuestMemory {
-    /// Finds the RAM of QEMU process `pid`, its size taken from `-m` on the
-    /// command line.
+    /// Finds the RAM of QEMU process `pid`, its layout taken from the
+    /// command line (`-m`, and the `memory-backend-*` objects' sizes).
     pub fn open(pid: u32) -> Result<Self, AgentError> {
         let args = crate::vm::check_qemu(pid)?;
         let size = crate::vm::ram_size_from_args(&args);
-        Self::open_with_size(pid, Some(size))
+        let parts = crate::vm::ram_backends_from_args(&args);
+        Self::open_with_layout(pid, Some(size), &parts)
     }
 
     /// Finds the RAM of `pid` given its size (from QMP `query-memory-size-summary`),
     /// or the largest plausible mapping when `None`.
     pub fn open_with_size(pid: u32, ram_size: Option<u64>) -> Result<Self, AgentError> {
+        Self::open_with_layout(pid, ram_size, &[])
+    }
+
+    /// Finds the RAM of `pid`: one mapping of `ram_size` bytes; else, with
+    /// the sizes of its memory backends (`parts`, from QMP `query-memdev` or
+    /// the command line), one mapping per backend; else the largest
+    /// plausible mapping (with a warning: the profile then covers part of
+    /// the RAM).
+    pub fn open_with_layout(
+        pid: u32,
+        ram_size: Option<u64>,
+        parts: &[u64],
+    ) -> Result<Self, AgentError> {
         let maps = crate::procfs::read_proc(pid, "maps")?;
         let maps = parse_maps(&maps);
-        let (host_addr, size) = find_ram(&maps, ram_size)
+        let regions = find_ram(&maps, ram_size)
+            .map(|r| vec![r])
+            .or_else(|| (parts.len() > 1).then(|| find_ram_parts(&maps, parts)).flatten())
             .or_else(|| {
-                // A size we cannot match exactly (e.g. RAM split in several
-                // backends): fall back to the largest plausible mapping.
                 let r = find_ram(&maps, None)?;
-                tracing::warn!(pid, wanted = ?ram_size, found = r.1, "no mapping of the guest RAM size; using the largest anonymous mapping");
-                Some(r)
+                tracing::warn!(pid, wanted = ?ram_size, backends = ?parts, found = r.1, "no mapping of the guest RAM size, nor one per memory backend; using the largest anonymous mapping");
+                Some(vec![r])
             })
             .ok_or_else(|| {
                 AgentError::Other(format!(
@@ -148,8 +185,8 @@ impl GuestMemory {
             })?;
         let gm = GuestMemory {
             pid,
-            host_addr,
-            size,
+            size: regions.iter().map(|r| r.1).sum(),
+            regions,
         };
         // Prove we may read it (EPERM without CAP_SYS_PTRACE).
         let mut probe = [0u8; 8];
@@ -159,11 +196,36 @@ impl GuestMemory {
 
     /// Reads this process's own memory at `[host_addr, host_addr+size)`, for tests.
     pub fn from_own_buffer(buf: &[u8]) -> Self {
+        Self::from_own_buffers(&[buf])
+    }
+
+    /// This process's own buffers read as one RAM, in order, for tests.
+    pub fn from_own_buffers(bufs: &[&[u8]]) -> Self {
+        let regions: Vec<(u64, u64)> = bufs
+            .iter()
+            .map(|b| (b.as_ptr() as u64, b.len() as u64))
+            .collect();
         GuestMemory {
             pid: std::process::id(),
-            host_addr: buf.as_ptr() as u64,
-            size: buf.len() as u64,
+            size: regions.iter().map(|r| r.1).sum(),
+            regions,
         }
+    }
+
+    /// Number of memory regions (backends) the RAM was found in.
+    pub fn regions(&self) -> usize {
+        self.regions.len()
+    }
+
+    /// Host address of RAM offset `off` and the bytes left in its region.
+    fn host(&self, mut off: u64) -> Option<(u64, u64)> {
+        for &(addr, len) in &self.regions {
+            if off < len {
+                return Some((addr + off, len - off));
+            }
+            off -= len;
+        }
+        None
     }
 
     pub fn pid(&self) -> u32 {
@@ -191,13 +253,17 @@ impl GuestMemory {
         }
         let mut done = 0usize;
         while done < buf.len() {
+            let Some((addr, room)) = self.host(offset + done as u64) else {
+                return Err(self.os_error(std::io::Error::from_raw_os_error(libc::EFAULT)));
+            };
+            let want = (buf.len() - done).min(room as usize);
             let local = libc::iovec {
                 iov_base: buf[done..].as_mut_ptr() as *mut libc::c_void,
-                iov_len: buf.len() - done,
+                iov_len: want,
             };
             let remote = libc::iovec {
-                iov_base: (self.host_addr + offset + done as u64) as *mut libc::c_void,
-                iov_len: buf.len() - done,
+                iov_base: addr as *mut libc::c_void,
+                iov_len: want,
             };
             // SAFETY: local iovec points into `buf`; the remote one is only read by the kernel.
             let n = unsafe {
@@ -244,12 +310,18 @@ impl GuestMemory {
                         "page {pg} is outside the guest RAM"
                     )));
                 }
+                // Regions are whole pages, so a page never straddles two.
+                let Some((addr, _)) = self.host(pg * PAGE as u64) else {
+                    return Err(AgentError::BadRequest(format!(
+                        "page {pg} is outside the guest RAM"
+                    )));
+                };
                 local.push(libc::iovec {
                     iov_base: buf[(i + k) * PAGE..].as_mut_ptr() as *mut libc::c_void,
                     iov_len: PAGE,
                 });
                 remote.push(libc::iovec {
-                    iov_base: (self.host_addr + pg * PAGE as u64) as *mut libc::c_void,
+                    iov_base: addr as *mut libc::c_void,
                     iov_len: PAGE,
                 });
             }
@@ -316,6 +388,61 @@ mod tests {
             find_ram(&parse_maps(split), Some(512 << 20)),
             Some((0x7f1000000000, 512 << 20))
         );
+    }
+
+    #[test]
+    fn finds_one_mapping_per_memory_backend() {
+        // Two NUMA nodes of 256 MiB (memory-backend-ram), a 1 GiB rwx code
+        // buffer, and another 256 MiB anonymous mapping that is not RAM
+        // (taken only if it comes first: the sizes are all we match on).
+        let maps = "\
+7f0000000000-7f0040000000 rwxp 00000000 00:00 0 
+7f1000000000-7f1010000000 rw-p 00000000 00:00 0 
+7f2000000000-7f2010000000 rw-p 00000000 00:00 0 
+7f3000000000-7f3000800000 rw-p 00000000 00:00 0 
+";
+        let m = parse_maps(maps);
+        assert_eq!(find_ram(&m, Some(512 << 20)), None);
+        assert_eq!(
+            find_ram_parts(&m, &[256 << 20, 256 << 20]),
+            Some(vec![
+                (0x7f1000000000, 256 << 20),
+                (0x7f2000000000, 256 << 20)
+            ])
+        );
+        // Unequal nodes, named memfd backends preferred; a missing part fails.
+        let maps = "\
+7f1000000000-7f1010000000 rw-p 00000000 00:00 0 
+7f4000000000-7f4010000000 rw-s 00000000 00:01 7 /memfd:node0 (deleted)
+7f5000000000-7f5020000000 rw-s 00000000 00:01 8 /memfd:node1 (deleted)
+";
+        let m = parse_maps(maps);
+        assert_eq!(
+            find_ram_parts(&m, &[256 << 20, 512 << 20]),
+            Some(vec![
+                (0x7f4000000000, 256 << 20),
+                (0x7f5000000000, 512 << 20)
+            ])
+        );
+        assert_eq!(find_ram_parts(&m, &[256 << 20, 256 << 20, 256 << 20]), None);
+    }
+
+    #[test]
+    fn reads_across_regions_as_one_ram() {
+        let a: Vec<u8> = (0..2 * PAGE).map(|i| (i / PAGE) as u8 + 1).collect();
+        let b: Vec<u8> = (0..3 * PAGE).map(|i| (i / PAGE) as u8 + 10).collect();
+        let gm = GuestMemory::from_own_buffers(&[&a, &b]);
+        assert_eq!((gm.pages(), gm.regions()), (5, 2));
+        let mut buf = vec![0u8; 5 * PAGE];
+        gm.read_pages(&[4, 0, 2, 1, 3], &mut buf).unwrap();
+        let firsts: Vec<u8> = buf.chunks(PAGE).map(|p| p[0]).collect();
+        assert_eq!(firsts, [12, 1, 10, 2, 11]);
+        // A read straddling the boundary.
+        let mut x = [0u8; 16];
+        gm.read(2 * PAGE as u64 - 8, &mut x).unwrap();
+        assert_eq!(x, [2, 2, 2, 2, 2, 2, 2, 2, 10, 10, 10, 10, 10, 10, 10, 10]);
+        assert!(gm.read(5 * PAGE as u64 - 8, &mut x).is_err());
+        assert!(gm.read_pages(&[5], &mut buf).is_err());
     }
 
     #[test]

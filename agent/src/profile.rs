@@ -11,7 +11,7 @@ use crate::host::{Network, Pmu};
 use crate::procfs::{proc_stat, HostCpu};
 use crate::qmp::Qmp;
 use crate::sampler::{Rng, Sampler};
-use crate::vm::{check_qemu, ram_size_from_args, vm_name, VmTarget};
+use crate::vm::{check_qemu, ram_backends_from_args, ram_size_from_args, vm_name, VmTarget};
 use migsight_proto::feature::MIB;
 use migsight_proto::wire::{FeatureError, MissingFeature, ProfileReport};
 use migsight_proto::{Feature, FeatureVector};
@@ -122,6 +122,8 @@ impl QemuDirtyRate {
 struct QmpInfo {
     session: Qmp,
     ram_size: Option<u64>,
+    /// Sizes of the memory backends, bytes (empty if QMP did not say).
+    ram_backends: Vec<u64>,
     kvm: bool,
 }
 
@@ -188,6 +190,15 @@ fn qmp_preflight(
         .execute("query-memory-size-summary", None)
         .ok()
         .and_then(|r| r.get("base-memory").and_then(Value::as_u64));
+    // One entry per memory backend (NUMA nodes, DIMMs); QEMU ≥ 2.1.
+    let ram_backends: Vec<u64> = q
+        .execute("query-memdev", None)
+        .ok()
+        .and_then(|r| {
+            r.as_array()
+                .map(|a| a.iter().filter_map(|m| m.get("size")?.as_u64()).collect())
+        })
+        .unwrap_or_default();
     let kvm = q
         .execute("query-kvm", None)
         .ok()
@@ -196,6 +207,7 @@ fn qmp_preflight(
     Ok(Ok(QmpInfo {
         session: q,
         ram_size,
+        ram_backends,
         kvm,
     }))
 }
@@ -285,9 +297,9 @@ pub fn profile(
         }
         Err(e) => return Err(e),
     };
-    let (mut session, ram_size, kvm, qmp_reason) = match qmp {
-        Ok(i) => (Some(i.session), i.ram_size, i.kvm, None),
-        Err(why) => (None, None, false, Some(why)),
+    let (mut session, ram_size, ram_backends, kvm, qmp_reason) = match qmp {
+        Ok(i) => (Some(i.session), i.ram_size, i.ram_backends, i.kvm, None),
+        Err(why) => (None, None, Vec::new(), false, Some(why)),
     };
     if session.is_none() {
         // Pid-only: a process stopped by a signal is certainly not running.
@@ -299,10 +311,16 @@ pub fn profile(
         }
     }
     let ram_size = ram_size.unwrap_or_else(|| ram_size_from_args(&args));
-    let mem = GuestMemory::open_with_size(pid, Some(ram_size)).map_err(|e| match e {
-        AgentError::VmNotFound(_) if !alive(pid, start_ticks) => exited(0),
-        e => e,
-    })?;
+    let ram_backends = if ram_backends.is_empty() {
+        ram_backends_from_args(&args)
+    } else {
+        ram_backends
+    };
+    let mem =
+        GuestMemory::open_with_layout(pid, Some(ram_size), &ram_backends).map_err(|e| match e {
+            AgentError::VmNotFound(_) if !alive(pid, start_ticks) => exited(0),
+            e => e,
+        })?;
     let total_pages = mem.pages();
     let gib = mem.size_bytes() as f64 / (1u64 << 30) as f64;
     let interval_s = cfg.interval.as_secs_f64();

@@ -299,8 +299,45 @@ pub fn ram_size_from_args(args: &[String]) -> u64 {
         .unwrap_or(128 << 20)
 }
 
+/// Sizes of the `-object memory-backend-{ram,memfd,file}` objects, bytes,
+/// in command-line order; keyval (`memory-backend-ram,id=m0,size=1G`) and
+/// JSON (`{"qom-type":"memory-backend-ram","size":1073741824,…}`, as libvirt
+/// writes it) forms. Empty when there are none (a plain `-m` guest).
+pub fn ram_backends_from_args(args: &[String]) -> Vec<u64> {
+    option_values(args, "-object")
+        .into_iter()
+        .filter_map(|v| {
+            if v.trim_start().starts_with('{') {
+                let j: serde_json::Value = serde_json::from_str(v).ok()?;
+                let t = j.get("qom-type")?.as_str()?;
+                if !t.starts_with("memory-backend-") {
+                    return None;
+                }
+                match j.get("size")? {
+                    serde_json::Value::Number(n) => n.as_u64(),
+                    serde_json::Value::String(s) => parse_size(s, 1),
+                    _ => None,
+                }
+            } else {
+                let opts = split_opts(v);
+                let t = opts.first()?;
+                let t = t.strip_prefix("qom-type=").unwrap_or(t);
+                if !t.starts_with("memory-backend-") {
+                    return None;
+                }
+                parse_size(&opt_get(&opts, "size")?, 1)
+            }
+        })
+        .collect()
+}
+
 /// A QEMU size: a bare number is MiB for `-m`; suffixes K, M, G, T.
 fn parse_size_mib_default(s: &str) -> Option<u64> {
+    parse_size(s, 1 << 20)
+}
+
+/// A QEMU size with suffixes K, M, G, T (B: bytes); a bare number counts `unit`s.
+fn parse_size(s: &str, unit: u64) -> Option<u64> {
     let s = s.trim();
     let (num, mult) = match s.chars().last()? {
         'k' | 'K' => (&s[..s.len() - 1], 1u64 << 10),
@@ -308,7 +345,7 @@ fn parse_size_mib_default(s: &str) -> Option<u64> {
         'g' | 'G' => (&s[..s.len() - 1], 1 << 30),
         't' | 'T' => (&s[..s.len() - 1], 1 << 40),
         'b' | 'B' => (&s[..s.len() - 1], 1),
-        _ => (s, 1 << 20),
+        _ => (s, unit),
     };
     let n: f64 = num.parse().ok()?;
     (n > 0.0).then_some((n * mult as f64) as u64)
@@ -451,6 +488,37 @@ mod tests {
         // A client-mode QMP socket is not ours to connect to.
         let a = args("qemu-system-x86_64 -qmp unix:/y");
         assert!(qmp_sockets(1, &a).is_empty());
+        assert!(ram_backends_from_args(&a).is_empty());
+    }
+
+    #[test]
+    fn memory_backends_parse_in_both_syntaxes() {
+        // Two NUMA nodes, keyval (plain QEMU) and a hot-plugged DIMM; the
+        // secret and the iothread are not memory.
+        let a = args(
+            "qemu-system-x86_64 -m 1G,slots=2,maxmem=4G \
+             -object memory-backend-ram,id=m0,size=512M -numa node,memdev=m0 \
+             -object memory-backend-memfd,id=m1,size=536870912,share=on -numa node,memdev=m1 \
+             -object secret,id=s0,data=x -object iothread,id=io0 \
+             -object qom-type=memory-backend-file,id=d0,size=1G,mem-path=/dev/hugepages",
+        );
+        assert_eq!(
+            ram_backends_from_args(&a),
+            vec![512 << 20, 512 << 20, 1 << 30]
+        );
+        // libvirt writes JSON objects.
+        let a = vec![
+            "qemu-system-x86_64".to_string(),
+            "-object".to_string(),
+            r#"{"qom-type":"memory-backend-ram","id":"ram-node0","size":2147483648,"host-nodes":[0],"policy":"bind"}"#.to_string(),
+            "-object".to_string(),
+            r#"{"qom-type":"memory-backend-memfd","id":"ram-node1","size":"2G"}"#.to_string(),
+            "-object".to_string(),
+            r#"{"qom-type":"secret","id":"masterKey0","format":"raw"}"#.to_string(),
+            "-object".to_string(),
+            "{not json".to_string(),
+        ];
+        assert_eq!(ram_backends_from_args(&a), vec![2 << 30, 2 << 30]);
     }
 
     #[test]

@@ -248,6 +248,7 @@ fn real_guest_part(rt: &tokio::runtime::Runtime, socket: &Path, predictor: &Path
         mem: "256M",
         params: Some("MODE=synthetic WS_MB=32 RATE=2000 BYTES=512 ENTROPY=8 PATTERN=seq".into()),
         qmp: true,
+        numa_nodes: 0,
     });
     let _ops = OpsPage::wait(g.pid(), Duration::from_secs(90));
     let pid = g.pid();

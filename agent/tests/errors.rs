@@ -56,6 +56,7 @@ fn firmware_guest(name: &str, qmp: bool) -> Guest {
         mem: "256M",
         params: None,
         qmp,
+        numa_nodes: 0,
     })
 }
 

@@ -72,14 +72,24 @@ struct Outcome {
     checks: Vec<(String, f64, f64, f64, bool)>, // feature, measured, truth, error, ok
 }
 
-fn run_case(c: &Case, pid_only: bool) -> Outcome {
+fn run_case(c: &Case, pid_only: bool, numa_nodes: u64) -> Outcome {
     let g = Guest::boot(GuestSpec {
         name: format!("msacc-{}", c.name),
         mem: c.mem,
         params: Some(c.params.into()),
         qmp: !pid_only,
+        numa_nodes,
     });
     let ops = OpsPage::wait(g.pid(), Duration::from_secs(90));
+    if numa_nodes > 0 {
+        assert_eq!(
+            ops.mem.regions() as u64,
+            numa_nodes,
+            "{}: {:?} is not one region per NUMA node",
+            c.name,
+            ops.mem
+        );
+    }
     std::thread::sleep(Duration::from_secs(2)); // warm-up
     let n = ops.get(OFF_WS_PAGES) as f64;
     assert!(n > 0.0, "ops page has no ws_pages");
@@ -274,13 +284,22 @@ fn profiler_accuracy_on_real_guests() {
         .iter()
         .filter(|c| only.is_none() || only.as_deref() == Some(c.name))
     {
-        outcomes.push(run_case(c, false));
+        outcomes.push(run_case(c, false, 0));
     }
     // Pid-only mode: no QMP at all; the memory features still work.
     if only.is_none() || only.as_deref() == Some("pid-only") {
         let c = &CASES[2];
-        let mut o = run_case(c, true);
+        let mut o = run_case(c, true, 0);
         o.name = "pid-only(small-ws)";
+        outcomes.push(o);
+    }
+    // Four NUMA nodes of 128 MiB, one memory backend each: the 192-MiB
+    // working set spans at least two, so the agent must read them all
+    // (it used to take the largest mapping: one node).
+    if only.is_none() || only.as_deref() == Some("numa") {
+        let c = &CASES[1];
+        let mut o = run_case(c, false, 4);
+        o.name = "numa-4(high-rate)";
         outcomes.push(o);
     }
     assert!(

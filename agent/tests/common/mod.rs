@@ -109,6 +109,9 @@ pub struct GuestSpec {
     pub params: Option<String>,
     /// Whether to give QEMU a QMP socket.
     pub qmp: bool,
+    /// Split the RAM over this many NUMA nodes, one `memory-backend-ram`
+    /// each (0: a plain `-m` guest).
+    pub numa_nodes: u64,
 }
 
 /// A running QEMU, killed on drop.
@@ -130,6 +133,20 @@ impl Guest {
                 "-smp", "1", "-m", spec.mem, "-accel", "tcg", "-cpu", "max", "-M", "pc",
             ])
             .args(["-serial", "null"]);
+        if let Some(node) = migsight_agent::vm::ram_size_from_args(&[
+            "qemu".to_string(),
+            "-m".to_string(),
+            spec.mem.to_string(),
+        ])
+        .checked_div(spec.numa_nodes)
+        {
+            for k in 0..spec.numa_nodes {
+                cmd.arg("-object")
+                    .arg(format!("memory-backend-ram,id=m{k},size={node}"))
+                    .arg("-numa")
+                    .arg(format!("node,nodeid={k},memdev=m{k}"));
+            }
+        }
         if let Some(p) = &spec.params {
             let (k, i) = guest_image();
             cmd.arg("-kernel").arg(k).arg("-initrd").arg(i);
