@@ -156,6 +156,7 @@ fn main() {
             params: Some(params.clone()),
             qmp: true,
             numa_nodes: 0,
+            memfd: false,
         });
         let pid = g.pid();
         let qmp = g.qmp.clone().unwrap();
@@ -269,6 +270,7 @@ fn main() {
             params: Some(known.clone()),
             qmp: true,
             numa_nodes: 0,
+            memfd: false,
         });
         let pid = g.pid();
         let qmp = g.qmp.clone().unwrap();

@@ -118,12 +118,24 @@ pub(crate) fn find_ram_parts(maps: &[Mapping], parts: &[u64]) -> Option<Vec<(u64
     Some(out)
 }
 
+/// One backend's mapping in the QEMU process.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Region {
+    addr: u64,
+    len: u64,
+    /// A shared (memfd/file) mapping: reading a hole would allocate it.
+    shared: bool,
+}
+
 /// The RAM of a running guest, readable from the host.
 pub struct GuestMemory {
     pid: u32,
-    /// `(host address, bytes)` of each backend's mapping, in RAM-offset order.
-    regions: Vec<(u64, u64)>,
+    /// Each backend's mapping, in RAM-offset order.
+    regions: Vec<Region>,
     size: u64,
+    /// `/proc/PID/pagemap`, open when a region is shared: pages not present
+    /// there are read as zeros instead of faulted in (see [`Self::read_pages`]).
+    pagemap: Option<std::fs::File>,
 }
 
 impl fmt::Debug for GuestMemory {
@@ -134,8 +146,9 @@ impl fmt::Debug for GuestMemory {
             self.pid,
             self.size >> 20
         )?;
-        for (addr, len) in &self.regions {
-            write!(f, " {:#x}+{}M", addr, len >> 20)?;
+        for r in &self.regions {
+            let kind = if r.shared { " shared" } else { "" };
+            write!(f, " {:#x}+{}M{kind}", r.addr, r.len >> 20)?;
         }
         write!(f, ")")
     }
@@ -183,10 +196,32 @@ impl GuestMemory {
                     ram_size.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into())
                 ))
             })?;
+        let regions: Vec<Region> = regions
+            .into_iter()
+            .map(|(addr, len)| Region {
+                addr,
+                len,
+                shared: maps.iter().any(|m| {
+                    m.start <= addr && addr < m.end && m.perms.as_bytes().get(3) == Some(&b's')
+                }),
+            })
+            .collect();
+        let pagemap = if regions.iter().any(|r| r.shared) {
+            match std::fs::File::open(format!("/proc/{pid}/pagemap")) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    tracing::warn!(pid, error = %e, "cannot open pagemap: sampling a shared RAM backend will allocate the pages it reads");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let gm = GuestMemory {
             pid,
-            size: regions.iter().map(|r| r.1).sum(),
+            size: regions.iter().map(|r| r.len).sum(),
             regions,
+            pagemap,
         };
         // Prove we may read it (EPERM without CAP_SYS_PTRACE).
         let mut probe = [0u8; 8];
@@ -201,15 +236,37 @@ impl GuestMemory {
 
     /// This process's own buffers read as one RAM, in order, for tests.
     pub fn from_own_buffers(bufs: &[&[u8]]) -> Self {
-        let regions: Vec<(u64, u64)> = bufs
+        let regions: Vec<Region> = bufs
             .iter()
-            .map(|b| (b.as_ptr() as u64, b.len() as u64))
+            .map(|b| Region {
+                addr: b.as_ptr() as u64,
+                len: b.len() as u64,
+                shared: false,
+            })
             .collect();
         GuestMemory {
             pid: std::process::id(),
-            size: regions.iter().map(|r| r.1).sum(),
+            size: regions.iter().map(|r| r.len).sum(),
             regions,
+            pagemap: None,
         }
+    }
+
+    /// This process's own shared mapping (e.g. a memfd) read as a shared RAM
+    /// backend, with pagemap, for tests.
+    pub fn from_own_shared_mapping(buf: &[u8]) -> Result<Self, AgentError> {
+        let pagemap = std::fs::File::open("/proc/self/pagemap")
+            .map_err(|e| AgentError::io("opening /proc/self/pagemap", e))?;
+        Ok(GuestMemory {
+            pid: std::process::id(),
+            size: buf.len() as u64,
+            regions: vec![Region {
+                addr: buf.as_ptr() as u64,
+                len: buf.len() as u64,
+                shared: true,
+            }],
+            pagemap: Some(pagemap),
+        })
     }
 
     /// Number of memory regions (backends) the RAM was found in.
@@ -217,15 +274,45 @@ impl GuestMemory {
         self.regions.len()
     }
 
-    /// Host address of RAM offset `off` and the bytes left in its region.
-    fn host(&self, mut off: u64) -> Option<(u64, u64)> {
-        for &(addr, len) in &self.regions {
-            if off < len {
-                return Some((addr + off, len - off));
+    /// Host address of RAM offset `off`, the bytes left in its region, and
+    /// whether that region is shared.
+    fn host(&self, mut off: u64) -> Option<(u64, u64, bool)> {
+        for r in &self.regions {
+            if off < r.len {
+                return Some((r.addr + off, r.len - off, r.shared));
             }
-            off -= len;
+            off -= r.len;
         }
         None
+    }
+
+    /// For each host page address, whether it is present (or swapped) in
+    /// the process's page tables, from `/proc/PID/pagemap` (bits 63 and 62;
+    /// readable with the same ptrace access as the memory). Addresses are
+    /// looked up in 512-page windows (one 4 KiB read of pagemap each), so a
+    /// random 10 % sample costs about one read per 50 pages.
+    fn present(&self, pagemap: &std::fs::File, addrs: &[u64]) -> Result<Vec<bool>, AgentError> {
+        use std::os::unix::fs::FileExt;
+        const WINDOW: u64 = 512;
+        let mut order: Vec<usize> = (0..addrs.len()).collect();
+        order.sort_by_key(|&k| addrs[k]);
+        let mut out = vec![true; addrs.len()];
+        let mut entries = [0u8; (WINDOW * 8) as usize];
+        let mut window = u64::MAX;
+        for k in order {
+            let vpn = addrs[k] / PAGE as u64;
+            if vpn / WINDOW != window {
+                window = vpn / WINDOW;
+                pagemap
+                    .read_exact_at(&mut entries, window * WINDOW * 8)
+                    .map_err(|e| self.os_error(e))?;
+            }
+            let at = ((vpn % WINDOW) * 8) as usize;
+            let mut e = [0u8; 8];
+            e.copy_from_slice(&entries[at..at + 8]);
+            out[k] = u64::from_le_bytes(e) >> 62 != 0;
+        }
+        Ok(out)
     }
 
     pub fn pid(&self) -> u32 {
@@ -253,7 +340,7 @@ impl GuestMemory {
         }
         let mut done = 0usize;
         while done < buf.len() {
-            let Some((addr, room)) = self.host(offset + done as u64) else {
+            let Some((addr, room, _)) = self.host(offset + done as u64) else {
                 return Err(self.os_error(std::io::Error::from_raw_os_error(libc::EFAULT)));
             };
             let want = (buf.len() - done).min(room as usize);
@@ -293,31 +380,59 @@ impl GuestMemory {
 
     /// Reads the pages with indices `pages` into `buf` (page `i` of the list
     /// lands at `buf[i*4096..]`), batching up to 1024 pages per system call.
+    ///
+    /// In a shared (memfd/file) backend a page the guest never touched is a
+    /// hole, and reading it would allocate it on the host (anonymous private
+    /// RAM maps the shared zero page instead): such pages, not present in
+    /// pagemap, are returned as zeros without being read. That is what they
+    /// hold, and a 10 % sample of an idle 64 GiB guest no longer costs
+    /// 6.4 GiB of host memory.
     pub fn read_pages(&self, pages: &[u64], buf: &mut [u8]) -> Result<(), AgentError> {
         assert!(buf.len() >= pages.len() * PAGE, "buffer too small");
         let npages = self.pages();
+        let mut todo: Vec<(usize, u64)> = Vec::with_capacity(pages.len());
+        let mut shared: Vec<usize> = Vec::new();
+        for (k, &pg) in pages.iter().enumerate() {
+            // Regions are whole pages, so a page never straddles two.
+            let Some((addr, _, is_shared)) =
+                (pg < npages).then(|| self.host(pg * PAGE as u64)).flatten()
+            else {
+                return Err(AgentError::BadRequest(format!(
+                    "page {pg} is outside the guest RAM"
+                )));
+            };
+            if is_shared && self.pagemap.is_some() {
+                shared.push(todo.len());
+            }
+            todo.push((k, addr));
+        }
+        if let (Some(pm), false) = (&self.pagemap, shared.is_empty()) {
+            let addrs: Vec<u64> = shared.iter().map(|&t| todo[t].1).collect();
+            let present = self.present(pm, &addrs)?;
+            let mut absent = vec![false; todo.len()];
+            for (&t, p) in shared.iter().zip(present) {
+                absent[t] = !p;
+            }
+            let mut t = 0;
+            todo.retain(|&(k, _)| {
+                let keep = !absent[t];
+                t += 1;
+                if !keep {
+                    buf[k * PAGE..(k + 1) * PAGE].fill(0);
+                }
+                keep
+            });
+        }
         let mut local: Vec<libc::iovec> = Vec::with_capacity(IOV_BATCH);
         let mut remote: Vec<libc::iovec> = Vec::with_capacity(IOV_BATCH);
         let mut i = 0;
-        while i < pages.len() {
-            let n = (pages.len() - i).min(IOV_BATCH);
+        while i < todo.len() {
+            let n = (todo.len() - i).min(IOV_BATCH);
             local.clear();
             remote.clear();
-            for k in 0..n {
-                let pg = pages[i + k];
-                if pg >= npages {
-                    return Err(AgentError::BadRequest(format!(
-                        "page {pg} is outside the guest RAM"
-                    )));
-                }
-                // Regions are whole pages, so a page never straddles two.
-                let Some((addr, _)) = self.host(pg * PAGE as u64) else {
-                    return Err(AgentError::BadRequest(format!(
-                        "page {pg} is outside the guest RAM"
-                    )));
-                };
+            for &(k, addr) in &todo[i..i + n] {
                 local.push(libc::iovec {
-                    iov_base: buf[(i + k) * PAGE..].as_mut_ptr() as *mut libc::c_void,
+                    iov_base: buf[k * PAGE..].as_mut_ptr() as *mut libc::c_void,
                     iov_len: PAGE,
                 });
                 remote.push(libc::iovec {
@@ -443,6 +558,92 @@ mod tests {
         assert_eq!(x, [2, 2, 2, 2, 2, 2, 2, 2, 10, 10, 10, 10, 10, 10, 10, 10]);
         assert!(gm.read(5 * PAGE as u64 - 8, &mut x).is_err());
         assert!(gm.read_pages(&[5], &mut buf).is_err());
+    }
+
+    /// A memfd of `pages` pages mapped shared, like QEMU's memfd backend.
+    struct Memfd {
+        fd: libc::c_int,
+        ptr: *mut u8,
+        len: usize,
+    }
+
+    impl Memfd {
+        fn new(pages: usize) -> Memfd {
+            let len = pages * PAGE;
+            // SAFETY: plain syscalls on a fresh fd; the mapping is ours until drop.
+            unsafe {
+                let fd = libc::memfd_create(c"migsight-test".as_ptr(), 0);
+                assert!(fd >= 0);
+                assert_eq!(libc::ftruncate(fd, len as libc::off_t), 0);
+                let ptr = libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                );
+                assert_ne!(ptr, libc::MAP_FAILED);
+                Memfd {
+                    fd,
+                    ptr: ptr as *mut u8,
+                    len,
+                }
+            }
+        }
+        fn bytes(&self) -> &[u8] {
+            // SAFETY: the mapping is `len` bytes, alive until drop.
+            unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        }
+        fn bytes_mut(&mut self) -> &mut [u8] {
+            // SAFETY: as above, and `&mut self` makes the borrow unique.
+            unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+        }
+        /// Pages allocated in the memfd (tmpfs counts 512-byte blocks).
+        fn allocated_pages(&self) -> i64 {
+            // SAFETY: fstat into a zeroed struct.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            assert_eq!(unsafe { libc::fstat(self.fd, &mut st) }, 0);
+            st.st_blocks * 512 / PAGE as i64
+        }
+    }
+
+    impl Drop for Memfd {
+        fn drop(&mut self) {
+            // SAFETY: unmapping and closing what `new` created.
+            unsafe {
+                libc::munmap(self.ptr as *mut libc::c_void, self.len);
+                libc::close(self.fd);
+            }
+        }
+    }
+
+    #[test]
+    fn sampling_a_shared_backend_does_not_allocate_its_holes() {
+        let pages = 2048;
+        let mut m = Memfd::new(pages);
+        for p in (0..pages).step_by(10) {
+            m.bytes_mut()[p * PAGE + 7] = (p % 251) as u8 + 1;
+        }
+        let touched = pages.div_ceil(10) as i64;
+        assert_eq!(m.allocated_pages(), touched);
+        let all: Vec<u64> = (0..pages as u64).rev().collect();
+        let mut buf = vec![0xffu8; pages * PAGE];
+        let gm = GuestMemory::from_own_shared_mapping(m.bytes()).unwrap();
+        gm.read_pages(&all, &mut buf).unwrap();
+        for (k, p) in all.iter().enumerate() {
+            let page = &buf[k * PAGE..(k + 1) * PAGE];
+            let want = if p % 10 == 0 { (p % 251) as u8 + 1 } else { 0 };
+            assert_eq!(page[7], want, "page {p}");
+            assert!(page.iter().enumerate().all(|(i, b)| i == 7 || *b == 0));
+        }
+        assert_eq!(m.allocated_pages(), touched, "holes were allocated");
+        // Reading the same mapping blindly (no pagemap) allocates every hole:
+        // what this guards against.
+        GuestMemory::from_own_buffer(m.bytes())
+            .read_pages(&all, &mut buf)
+            .unwrap();
+        assert_eq!(m.allocated_pages(), pages as i64);
     }
 
     #[test]

@@ -249,6 +249,7 @@ fn real_guest_part(rt: &tokio::runtime::Runtime, socket: &Path, predictor: &Path
         params: Some("MODE=synthetic WS_MB=32 RATE=2000 BYTES=512 ENTROPY=8 PATTERN=seq".into()),
         qmp: true,
         numa_nodes: 0,
+        memfd: false,
     });
     let _ops = OpsPage::wait(g.pid(), Duration::from_secs(90));
     let pid = g.pid();

@@ -57,6 +57,7 @@ fn firmware_guest(name: &str, qmp: bool) -> Guest {
         params: None,
         qmp,
         numa_nodes: 0,
+        memfd: false,
     })
 }
 

@@ -79,6 +79,7 @@ fn run_case(c: &Case, pid_only: bool, numa_nodes: u64) -> Outcome {
         params: Some(c.params.into()),
         qmp: !pid_only,
         numa_nodes,
+        memfd: false,
     });
     let ops = OpsPage::wait(g.pid(), Duration::from_secs(90));
     if numa_nodes > 0 {
@@ -306,4 +307,74 @@ fn profiler_accuracy_on_real_guests() {
         report(&outcomes),
         "some estimates are outside their tolerance (table above)"
     );
+}
+
+/// Resident KiB of `pid`'s mappings whose path starts with `prefix`.
+fn rss_kib(pid: u32, prefix: &str) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let mut total = 0;
+    let mut inside = false;
+    for line in smaps.lines() {
+        let mut it = line.split_whitespace();
+        let first = it.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            inside = line
+                .split_whitespace()
+                .nth(5)
+                .is_some_and(|p| p.starts_with(prefix));
+        } else if inside && first == "Rss:" {
+            total += it.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// A guest on a shared memfd backend (libvirt's `memoryBacking` memfd):
+/// the profile samples it without faulting in the pages the guest never
+/// touched (reading a hole of a shared mapping allocates it).
+#[test]
+fn shared_memfd_ram_is_profiled_without_allocating_it() {
+    if qemu_or_skip("shared_memfd_ram_is_profiled_without_allocating_it").is_none() {
+        return;
+    }
+    let _lock = qemu_lock();
+    // Firmware only: almost all of the 512 MiB stays untouched.
+    let g = Guest::boot(GuestSpec {
+        name: "msacc-memfd".into(),
+        mem: "512M",
+        params: None,
+        qmp: true,
+        numa_nodes: 0,
+        memfd: true,
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let before = rss_kib(g.pid(), "/memfd:");
+    assert!(before > 0, "no memfd mapping in QEMU's smaps");
+    let target = locate(&VmRef::Pid(g.pid())).unwrap();
+    let cfg = ProfileConfig {
+        window: Duration::from_secs(3),
+        interval: Duration::from_secs(1),
+        min_sample_pages: 20_000,
+        ..Default::default()
+    };
+    let r = profile(&target, &cfg, &AtomicBool::new(false)).expect("profile");
+    let after = rss_kib(g.pid(), "/memfd:");
+    let sampled_kib = r.sampled_pages as u64 * 4;
+    eprintln!(
+        "memfd guest: sampled {} pages ({} MiB), memfd RSS {} → {} KiB, VM_size {:?} MiB",
+        r.sampled_pages,
+        sampled_kib >> 10,
+        before,
+        after,
+        r.features.get(Feature::VmSize)
+    );
+    assert!(r.sampled_pages >= 20_000);
+    assert!(
+        after.saturating_sub(before) < sampled_kib / 10,
+        "profiling allocated {} KiB of the memfd backend (sample: {sampled_kib} KiB)",
+        after - before
+    );
+    // Holes read as zeros: the firmware's few MiB are all that is non-zero.
+    let size = r.features.get(Feature::VmSize).expect("VM_size");
+    assert!(size < 64.0, "VM_size {size} MiB for a firmware-only guest");
 }

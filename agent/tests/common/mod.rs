@@ -109,9 +109,12 @@ pub struct GuestSpec {
     pub params: Option<String>,
     /// Whether to give QEMU a QMP socket.
     pub qmp: bool,
-    /// Split the RAM over this many NUMA nodes, one `memory-backend-ram`
-    /// each (0: a plain `-m` guest).
+    /// Split the RAM over this many NUMA nodes, one memory backend each
+    /// (0: one backend, or plain `-m` RAM unless `memfd`).
     pub numa_nodes: u64,
+    /// Back the RAM with `memory-backend-memfd` (shared, as libvirt's
+    /// `<memoryBacking><source type='memfd'/>`) instead of anonymous memory.
+    pub memfd: bool,
 }
 
 /// A running QEMU, killed on drop.
@@ -133,18 +136,24 @@ impl Guest {
                 "-smp", "1", "-m", spec.mem, "-accel", "tcg", "-cpu", "max", "-M", "pc",
             ])
             .args(["-serial", "null"]);
-        if let Some(node) = migsight_agent::vm::ram_size_from_args(&[
-            "qemu".to_string(),
-            "-m".to_string(),
-            spec.mem.to_string(),
-        ])
-        .checked_div(spec.numa_nodes)
-        {
-            for k in 0..spec.numa_nodes {
-                cmd.arg("-object")
-                    .arg(format!("memory-backend-ram,id=m{k},size={node}"))
-                    .arg("-numa")
-                    .arg(format!("node,nodeid={k},memdev=m{k}"));
+        if spec.numa_nodes > 0 || spec.memfd {
+            let nodes = spec.numa_nodes.max(1);
+            let total = migsight_agent::vm::ram_size_from_args(&[
+                "qemu".to_string(),
+                "-m".to_string(),
+                spec.mem.to_string(),
+            ]);
+            let kind = if spec.memfd { "memfd" } else { "ram" };
+            for k in 0..nodes {
+                cmd.arg("-object").arg(format!(
+                    "memory-backend-{kind},id=m{k},size={}",
+                    total / nodes
+                ));
+                if spec.numa_nodes > 0 {
+                    cmd.arg("-numa").arg(format!("node,nodeid={k},memdev=m{k}"));
+                } else {
+                    cmd.arg("-machine").arg("memory-backend=m0");
+                }
             }
         }
         if let Some(p) = &spec.params {
