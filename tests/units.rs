@@ -21,6 +21,128 @@ fn have(cmd: &str) -> bool {
         .unwrap_or(false)
 }
 
+fn train_lab_model(out: &Path) -> bool {
+    let data = repo().join("data/lab.csv");
+    if migsight_proto::csv::read_path(&data)
+        .map(|d| d.samples.len())
+        .unwrap_or(0)
+        == 0
+    {
+        eprintln!(
+            "SKIPPED: no rows in {} to train a model from",
+            data.display()
+        );
+        return false;
+    }
+    let st = Command::new(BIN)
+        .args(["train", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    true
+}
+
+/// Socket activation as systemd does it (`systemd-socket-activate` passes
+/// fd 3 with LISTEN_FDS/LISTEN_PID and starts the daemon on the first
+/// connection): the predictor serves on that socket and never binds its own
+/// `--socket`; a passed socket of the wrong kind is refused by name.
+#[test]
+fn predictor_serves_a_socket_passed_by_systemd() {
+    if !have("systemd-socket-activate") {
+        eprintln!(
+            "SKIPPED: systemd-socket-activate is not installed; socket activation was NOT tested"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = d.join("model.msm");
+    if !train_lab_model(&model) {
+        return;
+    }
+    let passed = d.join("passed.sock");
+    let own = d.join("never/own.sock");
+    let spawn = |extra: &[&str]| {
+        Command::new("systemd-socket-activate")
+            .args(extra)
+            .arg("-l")
+            .arg(&passed)
+            .arg(BIN)
+            .args(["predictor", "--model"])
+            .arg(&model)
+            .arg("--socket")
+            .arg(&own)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let wait_for = |p: &Path| {
+        let t0 = std::time::Instant::now();
+        while !p.exists() {
+            assert!(
+                t0.elapsed().as_secs() < 10,
+                "{} never appeared",
+                p.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let mut act = spawn(&[]);
+    wait_for(&passed);
+    let out = Command::new(BIN)
+        .args(["predict", "--socket"])
+        .arg(&passed)
+        .arg("--features")
+        .arg(repo().join("examples/features.json"))
+        .args(["--bandwidth", "1Gbit", "--json"])
+        .output()
+        .unwrap();
+    let _ = act.kill();
+    let _ = act.wait();
+    assert!(
+        out.status.success(),
+        "predict over the passed socket: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v.get("recommendation").is_some() || v.get("prediction").is_some(),
+        "{v}"
+    );
+    assert!(
+        !own.exists() && !own.parent().unwrap().exists(),
+        "it bound --socket too"
+    );
+
+    // A datagram socket is not what the predictor serves on.
+    std::fs::remove_file(&passed).ok();
+    let mut act = spawn(&["--datagram"]);
+    wait_for(&passed);
+    // The first datagram wakes the activator, which starts the predictor.
+    let tx = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    let _ = tx.send_to(b"x", &passed);
+    let t0 = std::time::Instant::now();
+    let st = loop {
+        if let Some(st) = act.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "the predictor kept running on a datagram socket"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(act.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!st.success());
+    assert!(err.contains("not a listening Unix stream socket"), "{err}");
+}
+
 /// The shipped units with ExecStart pointing at the freshly built binary
 /// (verify refuses a unit whose binary does not exist).
 fn rendered_units(dir: &Path) -> Vec<PathBuf> {
@@ -47,9 +169,13 @@ fn systemd_units_verify_and_are_hardened() {
     }
     let dir = tempfile::tempdir().unwrap();
     let units = rendered_units(dir.path());
+    // The optional socket unit is verified with them (it names the service).
+    let socket = dir.path().join("migsight-predictor.socket");
+    std::fs::copy(repo().join("systemd/migsight-predictor.socket"), &socket).unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .args(&units)
+        .arg(&socket)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

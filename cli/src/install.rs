@@ -5,7 +5,7 @@
 //! | what | where |
 //! |---|---|
 //! | the binary | `PREFIX/bin/migsight` |
-//! | systemd units | `/etc/systemd/system/migsight-{agent,predictor}.service` |
+//! | systemd units | `/etc/systemd/system/migsight-{agent,predictor}.service`, `migsight-predictor.socket` (optional socket activation) |
 //! | the `migsight` system user | `PREFIX/lib/sysusers.d/migsight.conf` |
 //! | configuration (kept if present) | `/etc/migsight/{agent,predictor}.toml` |
 //! | docs | `PREFIX/share/doc/migsight/` |
@@ -22,6 +22,7 @@ use std::process::Command;
 
 const AGENT_UNIT: &str = include_str!("../../systemd/migsight-agent.service");
 const PREDICTOR_UNIT: &str = include_str!("../../systemd/migsight-predictor.service");
+const PREDICTOR_SOCKET: &str = include_str!("../../systemd/migsight-predictor.socket");
 const SYSUSERS: &str = include_str!("../../systemd/migsight.sysusers.conf");
 const AGENT_TOML: &str = include_str!("../../etc/migsight/agent.toml");
 const PREDICTOR_TOML: &str = include_str!("../../etc/migsight/predictor.toml");
@@ -30,6 +31,12 @@ const WORKFLOW_DOC: &str = include_str!("../../docs/workflow.md");
 
 /// Unit names, for systemctl.
 pub const UNITS: [&str; 2] = ["migsight-predictor.service", "migsight-agent.service"];
+/// Every unit `uninstall` disables (the socket is optional, see its file).
+const ALL_UNITS: [&str; 3] = [
+    "migsight-predictor.socket",
+    "migsight-predictor.service",
+    "migsight-agent.service",
+];
 const MANIFEST: &str = "var/lib/migsight/install-manifest.txt";
 const MODEL: &str = "var/lib/migsight/model.msm";
 
@@ -177,6 +184,11 @@ pub fn install(a: InstallArgs) -> Result<()> {
         render_unit(PREDICTOR_UNIT, &a.prefix).as_bytes(),
         0o644,
     )?;
+    put(
+        PathBuf::from("/etc/systemd/system/migsight-predictor.socket"),
+        render_unit(PREDICTOR_SOCKET, &a.prefix).as_bytes(),
+        0o644,
+    )?;
     let sysusers_abs = a.prefix.join("lib/sysusers.d/migsight.conf");
     put(sysusers_abs.clone(), SYSUSERS.as_bytes(), 0o644)?;
     let doc = a.prefix.join("share/doc/migsight");
@@ -263,7 +275,7 @@ pub fn install(a: InstallArgs) -> Result<()> {
         }
     }
     eprintln!(
-        "install: done. Start the daemons with:\n  systemctl enable --now {}\nthen: {} plan <vm> --bandwidth 1Gbit",
+        "install: done. Start the daemons with:\n  systemctl enable --now {}\n(or, predictor started on demand: systemctl enable --now migsight-predictor.socket migsight-agent.service)\nthen: {} plan <vm> --bandwidth 1Gbit",
         UNITS.join(" "),
         bin_abs.display()
     );
@@ -282,7 +294,7 @@ pub fn uninstall(a: UninstallArgs) -> Result<()> {
     })?;
     if is_real_root(root) && !a.no_systemctl && systemd_running() {
         let mut c = Command::new("systemctl");
-        c.args(["disable", "--now"]).args(UNITS);
+        c.args(["disable", "--now"]).args(ALL_UNITS);
         run_cmd(&mut c);
     }
     let shipped = |abs: &Path| -> Option<&'static str> {
@@ -418,6 +430,7 @@ mod tests {
             "usr/local/bin/migsight",
             "etc/systemd/system/migsight-agent.service",
             "etc/systemd/system/migsight-predictor.service",
+            "etc/systemd/system/migsight-predictor.socket",
             "usr/local/lib/sysusers.d/migsight.conf",
             "etc/migsight/agent.toml",
             "etc/migsight/predictor.toml",

@@ -225,19 +225,103 @@ pub fn bind(path: &Path, group: Option<&str>) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Runs the daemon until SIGTERM/SIGINT; SIGHUP reloads the model.
+/// The listening socket systemd passed (`migsight-predictor.socket`), if
+/// any: `LISTEN_PID` is this process and `LISTEN_FDS` ≥ 1, so fd 3 is ours
+/// (sd_listen_fds(3)). It must be a listening Unix stream socket; anything
+/// else is an error that names it, never a silent bind elsewhere.
+pub fn systemd_listener() -> std::io::Result<Option<std::os::unix::net::UnixListener>> {
+    use std::os::fd::FromRawFd;
+    const FD: libc::c_int = 3;
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    let count = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    if !ours || count == 0 {
+        return Ok(None);
+    }
+    if count > 1 {
+        return Err(std::io::Error::other(format!(
+            "systemd passed {count} sockets; the predictor listens on exactly one (check ListenStream= in migsight-predictor.socket)"
+        )));
+    }
+    let opt = |name: libc::c_int| -> std::io::Result<libc::c_int> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt into a c_int of the size we pass.
+        let rc = unsafe {
+            libc::getsockopt(
+                FD,
+                libc::SOL_SOCKET,
+                name,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            Ok(v)
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    let checks = (
+        opt(libc::SO_DOMAIN),
+        opt(libc::SO_TYPE),
+        opt(libc::SO_ACCEPTCONN),
+    );
+    match checks {
+        (Ok(libc::AF_UNIX), Ok(libc::SOCK_STREAM), Ok(1)) => {}
+        other => {
+            return Err(std::io::Error::other(format!(
+                "the socket systemd passed (fd 3) is not a listening Unix stream socket ({other:?}); use ListenStream=/run/migsight/predictor.sock"
+            )))
+        }
+    }
+    // SAFETY: systemd handed fd 3 to this process (LISTEN_PID), it is a
+    // listening Unix stream socket (checked above), and nothing else owns it.
+    let l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(FD) };
+    l.set_nonblocking(true)?;
+    Ok(Some(l))
+}
+
+/// Runs the daemon until SIGTERM/SIGINT; SIGHUP reloads the model. Listens
+/// on the socket systemd passed if there is one (socket activation: the
+/// socket, its mode and group are the `.socket` unit's, and it stays when
+/// the daemon stops), else binds `socket` itself.
 pub async fn run(model: &Path, socket: &Path, group: Option<&str>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let state = Arc::new(State::load(model)?);
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let listener = bind(socket, group)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", socket.display()))?;
+    let activated = systemd_listener().map_err(|e| anyhow::anyhow!("socket activation: {e}"))?;
+    let (listener, socket_shown, owns_socket) = match activated {
+        Some(l) => {
+            let shown = l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                .unwrap_or_else(|| "(unnamed)".into());
+            (
+                UnixListener::from_std(l)?,
+                format!("{shown} (from systemd)"),
+                false,
+            )
+        }
+        None => (
+            bind(socket, group)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", socket.display()))?,
+            socket.display().to_string(),
+            true,
+        ),
+    };
     {
         let m = &state.current().model;
         tracing::info!(
-            socket = %socket.display(),
+            socket = %socket_shown,
             model = %model.display(),
             family = m.family.name(),
             rows = m.rows.iter().sum::<u64>(),
@@ -265,7 +349,9 @@ pub async fn run(model: &Path, socket: &Path, group: Option<&str>) -> anyhow::Re
     };
     serve(listener, state, shutdown).await;
     reloader.abort();
-    let _ = std::fs::remove_file(socket);
+    if owns_socket {
+        let _ = std::fs::remove_file(socket);
+    }
     tracing::info!("predictor stopped");
     Ok(())
 }
