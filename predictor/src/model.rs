@@ -559,38 +559,7 @@ pub fn train_metric(
     let k = opts.conformal_folds.clamp(2, n);
     let groups: Vec<&str> = labelled.iter().map(|(_, r, _)| r.group.as_str()).collect();
     let folds = assign_folds(&groups, k, seed);
-    // For gbdt on TT/DT/TD, the base is itself a choice made by
-    // cross-fitting (least total selection loss), from the configured one
-    // down: where the series carries no signal (e.g. a downtime that is all
-    // device state) the plain median wins; where its fixed part is noise,
-    // the one-factor calibration. Measured on 419 lab rows (10 folds, seeds
-    // 42 and 7): the affine candidate cut gMRE over the 15 TT/DT/TD cells
-    // by 3 % and 6 % (geometric mean); choosing by a one-SE rule instead of
-    // the least loss kept only 3 % and 1 %.
-    let bases: &[Base] = match opts.gbdt.base {
-        Base::Affine => &[Base::Affine, Base::Scaled, Base::Median],
-        Base::Scaled => &[Base::Scaled, Base::Median],
-        Base::Median => &[Base::Median],
-    };
-    let series_col = crate::family::base_column(metric, &opts.allowed, &x);
-    let mut candidates: Vec<(TrainOptions, Transform)> = Vec::new();
-    if let (FamilyKind::Gbdt, true, Some(col)) = (opts.family, log, series_col) {
-        for &base in bases {
-            let mut o = opts.clone();
-            o.gbdt.base = base;
-            if base == Base::Affine {
-                // The fixed part comes out of the target before the trees.
-                let series: Vec<f64> = x.iter().map(|r| r[col].exp()).collect();
-                if let Some((a, _)) = crate::family::fit_affine(&series, &ys) {
-                    candidates.push((o, Transform::Offset { shift: -a }));
-                }
-            } else {
-                candidates.push((o, transform));
-            }
-        }
-    } else {
-        candidates.push((opts.clone(), transform));
-    }
+    let candidates = base_candidates(opts, metric, log, transform, &x, &ys);
     // Errors in ln y, so candidates with different transforms compare.
     let ln_error = |t: Transform, i: usize, zi: f64, oof: f64| match t {
         Transform::Offset { .. } => ys[i].ln() - t.inverse(oof).ln(),
@@ -688,6 +657,51 @@ pub fn train_metric(
         },
         out_of_fold,
     )
+}
+
+/// The candidates of the cross-fitted choice of base, richest first, each
+/// with the target transform it fits on.
+///
+/// For gbdt on TT/DT/TD, the base is itself a choice made by cross-fitting
+/// (least total selection loss), from the configured one down: where the
+/// series carries no signal (e.g. a downtime that is all device state) the
+/// plain median wins; where its fixed part is noise, the one-factor
+/// calibration. Measured on 419 lab rows (10 folds, seeds 42 and 7): the
+/// affine candidate cut gMRE over the 15 TT/DT/TD cells by 3 % and 6 %
+/// (geometric mean); choosing by a one-SE rule instead of the least loss
+/// kept only 3 % and 1 %. Other families and metrics: `opts` alone.
+fn base_candidates(
+    opts: &TrainOptions,
+    metric: Metric,
+    log: bool,
+    transform: Transform,
+    x: &[Vec<f64>],
+    ys: &[f64],
+) -> Vec<(TrainOptions, Transform)> {
+    let bases: &[Base] = match opts.gbdt.base {
+        Base::Affine => &[Base::Affine, Base::Scaled, Base::Median],
+        Base::Scaled => &[Base::Scaled, Base::Median],
+        Base::Median => &[Base::Median],
+    };
+    let series_col = crate::family::base_column(metric, &opts.allowed, x);
+    let (FamilyKind::Gbdt, true, Some(col)) = (opts.family, log, series_col) else {
+        return vec![(opts.clone(), transform)];
+    };
+    let mut candidates = Vec::new();
+    for &base in bases {
+        let mut o = opts.clone();
+        o.gbdt.base = base;
+        if base == Base::Affine {
+            // The fixed part comes out of the target before the trees.
+            let series: Vec<f64> = x.iter().map(|r| r[col].exp()).collect();
+            if let Some((a, _)) = crate::family::fit_affine(&series, ys) {
+                candidates.push((o, Transform::Offset { shift: -a }));
+            }
+        } else {
+            candidates.push((o, transform));
+        }
+    }
+    candidates
 }
 
 /// How an out-of-fold error `d` (in the transformed space) counts when the
