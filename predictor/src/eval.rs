@@ -612,4 +612,62 @@ mod tests {
         }
         assert!(folds_csv(&data, &f).starts_with("row,algorithm,fold,group,converged,VM_size"));
     }
+
+    #[test]
+    fn recommendation_quality_counts_hits_regret_and_the_fixed_choice() {
+        // Two groups × {precopy, compress}; objective time, no SLA.
+        // Group a: truly precopy 10 s, compress 8 s; predicted 9 / 12 → picks
+        //   precopy (wrong, regret 0.25).
+        // Group b: truly precopy 10 s, compress 5 s; predicted 9 / 6 → picks
+        //   compress (right). Always-compress: right twice, regret 0.
+        let row = |g: &str, a: Algorithm, tt: f64| Row {
+            algorithm: a,
+            features: migsight_proto::FeatureVector::new(),
+            downtime_limit_ms: 300.0,
+            x: vec![f64::NAN; inputs::INPUT_COUNT],
+            labels: [
+                Some(tt),
+                Some(5.0),
+                Some(1e9),
+                Some(1.0),
+                Some(0.0),
+                Some(0.0),
+            ],
+            converged: true,
+            group: g.into(),
+            has_group: true,
+        };
+        let data = Data {
+            rows: vec![
+                row("a", Algorithm::Precopy, 10.0),
+                row("a", Algorithm::Compress, 8.0),
+                row("b", Algorithm::Precopy, 10.0),
+                row("b", Algorithm::Compress, 5.0),
+            ],
+            ..Data::default()
+        };
+        let oof = |tt: f64| {
+            let p = MetricPrediction {
+                value: tt,
+                lo: tt,
+                hi: tt,
+                z: tt.ln(),
+            };
+            Some(Oof {
+                metrics: [p; 6],
+                p_meets: 1.0,
+                p_converge: 1.0,
+                p_constant: 1.0,
+            })
+        };
+        let preds = vec![oof(9.0), oof(12.0), oof(9.0), oof(6.0)];
+        let q = rec_quality(&data, &preds, "m", &Sla::default(), Objective::Time).unwrap();
+        assert_eq!(q.groups, 2);
+        assert_eq!(q.accuracy, 0.5);
+        assert!((q.mean_regret - 0.125).abs() < 1e-12, "{}", q.mean_regret);
+        assert_eq!(q.sla_violations, 0.0);
+        assert_eq!(q.best_fixed, Some(Algorithm::Compress));
+        assert_eq!(q.best_fixed_accuracy, 1.0);
+        assert_eq!(q.best_fixed_regret, 0.0);
+    }
 }
