@@ -109,6 +109,10 @@ pub struct EvalArgs {
     /// Write the fold of every row (with inputs and labels) here, for the scikit-learn reference.
     #[arg(long)]
     pub folds_out: Option<PathBuf>,
+    /// Write every row's out-of-fold prediction (per model and metric, with
+    /// its interval and P(converges)) here, to look at errors row by row.
+    #[arg(long)]
+    pub predictions_out: Option<PathBuf>,
     /// Objective for recommendation quality (default: every objective).
     #[arg(long)]
     pub objective: Option<Objective>,
@@ -319,6 +323,10 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     let report = eval::run(&data, &opts);
+    if let Some(p) = &a.predictions_out {
+        migsight_proto::write_file_atomic(p, eval::predictions_csv(&data, &report).as_bytes())
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
     for (m, s) in &report.train_seconds {
         eprintln!("eval: {m}: {s:.2} s training over {} folds", report.folds);
     }

@@ -87,6 +87,10 @@ pub struct EvalReport {
     pub convergence: Vec<ConvergeQuality>,
     /// Seconds spent training, per model family (all folds).
     pub train_seconds: Vec<(String, f64)>,
+    /// Every row's out-of-fold prediction, per model family (for
+    /// [`predictions_csv`]; not in the JSON report).
+    #[serde(skip)]
+    oof: Vec<(String, Vec<Option<Oof>>)>,
 }
 
 /// Out-of-fold prediction of one row.
@@ -105,6 +109,18 @@ pub fn folds(data: &Data, k: usize, seed: u64) -> Vec<usize> {
     assign_folds(&groups, k, seed)
 }
 
+/// A CSV cell: the number, or empty when absent or not finite.
+fn cell(v: Option<f64>) -> String {
+    v.filter(|v| v.is_finite())
+        .map(|v| format!("{v}"))
+        .unwrap_or_default()
+}
+
+/// A group id as a quoted CSV cell (inner quotes become `'`).
+fn quoted(group: &str) -> String {
+    format!("\"{}\"", group.replace('"', "'"))
+}
+
 /// Writes the fold assignment with the raw and composed inputs and labels,
 /// for `predictor/reference/reference.py`.
 pub fn folds_csv(data: &Data, folds: &[usize]) -> String {
@@ -118,29 +134,22 @@ pub fn folds_csv(data: &Data, folds: &[usize]) -> String {
         s.push_str(m.name());
     }
     s.push('\n');
-    let cell = |v: f64| {
-        if v.is_finite() {
-            format!("{v}")
-        } else {
-            String::new()
-        }
-    };
     for (i, r) in data.rows.iter().enumerate() {
         let _ = write!(
             s,
-            "{i},{},{},\"{}\",{}",
+            "{i},{},{},{},{}",
             r.algorithm.name(),
             folds[i],
-            r.group.replace('"', "'"),
+            quoted(&r.group),
             r.converged as u8
         );
         for v in &r.x[..inputs::DOWNTIME_LIMIT] {
             s.push(',');
-            s.push_str(&cell(*v));
+            s.push_str(&cell(Some(*v)));
         }
         for l in r.labels {
             s.push(',');
-            s.push_str(&l.map(cell).unwrap_or_default());
+            s.push_str(&cell(l));
         }
         s.push('\n');
     }
@@ -160,6 +169,7 @@ pub fn run(data: &Data, opts: &EvalOptions) -> EvalReport {
     let mut recommendation = Vec::new();
     let mut convergence = Vec::new();
     let mut train_seconds = Vec::new();
+    let mut oof_by_model = Vec::new();
     for &family in &opts.models {
         let start = std::time::Instant::now();
         let mut topts = TrainOptions::new(family, opts.seed);
@@ -275,6 +285,7 @@ pub fn run(data: &Data, opts: &EvalOptions) -> EvalReport {
                 recommendation.push(q);
             }
         }
+        oof_by_model.push((family.name().to_string(), oof));
     }
     EvalReport {
         rows: data.rows.len(),
@@ -283,7 +294,39 @@ pub fn run(data: &Data, opts: &EvalOptions) -> EvalReport {
         recommendation,
         convergence,
         train_seconds,
+        oof: oof_by_model,
     }
+}
+
+/// Every row's out-of-fold predictions, one line per model × row × metric:
+/// `model,row,algorithm,group,converged,metric,truth,pred,lo,hi,p_converge`
+/// (`row` counts data rows from 0 in file order; `truth` is empty where the
+/// row has no label). For looking at errors row by row.
+pub fn predictions_csv(data: &Data, report: &EvalReport) -> String {
+    let mut s =
+        String::from("model,row,algorithm,group,converged,metric,truth,pred,lo,hi,p_converge\n");
+    for (model, oof) in &report.oof {
+        for (i, (r, o)) in data.rows.iter().zip(oof).enumerate() {
+            let Some(o) = o else { continue };
+            for m in Metric::ALL {
+                let p = o.metrics[m.index()];
+                let _ = writeln!(
+                    s,
+                    "{model},{i},{},{},{},{},{},{},{},{},{}",
+                    r.algorithm.name(),
+                    quoted(&r.group),
+                    r.converged as u8,
+                    m.name(),
+                    cell(r.labels[m.index()]),
+                    cell(Some(p.value)),
+                    cell(Some(p.lo)),
+                    cell(Some(p.hi)),
+                    cell(Some(o.p_converge)),
+                );
+            }
+        }
+    }
+    s
 }
 
 fn truly_meets(r: &Row, sla: &Sla) -> bool {
@@ -611,6 +654,23 @@ mod tests {
             }
         }
         assert!(folds_csv(&data, &f).starts_with("row,algorithm,fold,group,converged,VM_size"));
+        // Row by row: every row of every model, six metrics each, and the
+        // TT prediction agrees with the scores' input.
+        let p = predictions_csv(&data, &report);
+        let mut lines = p.lines();
+        assert_eq!(
+            lines.next(),
+            Some("model,row,algorithm,group,converged,metric,truth,pred,lo,hi,p_converge")
+        );
+        assert_eq!(lines.count(), 2 * data.rows.len() * 6);
+        let tt0: Vec<&str> = p.lines().nth(1).unwrap().split(',').collect();
+        assert_eq!((tt0[0], tt0[1], tt0[5]), ("linear", "0", "TT"));
+        let (lo, v, hi): (f64, f64, f64) = (
+            tt0[8].parse().unwrap(),
+            tt0[7].parse().unwrap(),
+            tt0[9].parse().unwrap(),
+        );
+        assert!(lo <= v && v <= hi);
     }
 
     #[test]
