@@ -63,6 +63,9 @@ pub struct RecQuality {
     /// it ran and met the SLA): a fixed choice that is rarely the best can
     /// still be close to it, so accuracy alone can flatter either side.
     pub best_fixed_regret: f64,
+    /// Fraction of the groups where `best_fixed` ran but truly missed the
+    /// SLA (or did not converge), to read its regret against.
+    pub best_fixed_violations: f64,
 }
 
 /// Out-of-fold quality of P(converges).
@@ -366,6 +369,7 @@ fn rec_quality(
     let mut fixed_hits = [0usize; 5];
     let mut fixed_seen = [0usize; 5];
     let mut fixed_regrets: [Vec<f64>; 5] = Default::default();
+    let mut fixed_misses = [0usize; 5];
     for rows in by_group.values() {
         let rows: Vec<usize> = rows.iter().cloned().filter(|&i| oof[i].is_some()).collect();
         if rows.len() < 2 {
@@ -424,6 +428,8 @@ fn rec_quality(
             }
             if feasible.contains(&i) {
                 fixed_regrets[a].push(regret(i));
+            } else {
+                fixed_misses[a] += 1;
             }
         }
     }
@@ -458,6 +464,9 @@ fn rec_quality(
         best_fixed,
         best_fixed_accuracy,
         best_fixed_regret: best_fixed.map_or(f64::NAN, |a| mean(&fixed_regrets[a.index()])),
+        best_fixed_violations: best_fixed.map_or(f64::NAN, |a| {
+            fixed_misses[a.index()] as f64 / fixed_seen[a.index()].max(1) as f64
+        }),
     })
 }
 
@@ -572,19 +581,19 @@ pub fn rec_table(report: &EvalReport, sla: &Sla) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<9} {:<12} {:>6} {:>9} {:>12} {:>11} {:>34}",
+        "{:<9} {:<12} {:>6} {:>9} {:>12} {:>11} {:>42}",
         "model",
         "objective",
         "groups",
         "accuracy",
         "mean_regret",
         "violations",
-        "best fixed (accuracy, regret)"
+        "best fixed (accuracy, regret, violations)"
     );
     for q in &report.recommendation {
         let _ = writeln!(
             s,
-            "{:<9} {:<12} {:>6} {:>9} {:>12} {:>11} {:>34}",
+            "{:<9} {:<12} {:>6} {:>9} {:>12} {:>11} {:>42}",
             q.model,
             q.objective.name(),
             q.groups,
@@ -593,10 +602,11 @@ pub fn rec_table(report: &EvalReport, sla: &Sla) -> String {
             f(q.sla_violations, 3),
             q.best_fixed
                 .map(|a| format!(
-                    "{} ({:.3}, {})",
+                    "{} ({:.3}, {}, {})",
                     a.name(),
                     q.best_fixed_accuracy,
-                    f(q.best_fixed_regret, 3)
+                    f(q.best_fixed_regret, 3),
+                    f(q.best_fixed_violations, 3)
                 ))
                 .unwrap_or_default()
         );
@@ -729,5 +739,6 @@ mod tests {
         assert_eq!(q.best_fixed, Some(Algorithm::Compress));
         assert_eq!(q.best_fixed_accuracy, 1.0);
         assert_eq!(q.best_fixed_regret, 0.0);
+        assert_eq!(q.best_fixed_violations, 0.0);
     }
 }
