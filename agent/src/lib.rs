@@ -7,9 +7,11 @@
 //! * [`vm::locate`] finds a VM from a [`migsight_proto::wire::VmRef`];
 //! * [`profile::profile`] measures its CSAP features over a window;
 //! * [`guest_memory::GuestMemory`] reads guest RAM from the host;
+//! * [`census`] counts its non-zero pages exactly (`VM_size`);
 //! * [`procfs`] has the small `/proc` readers the lab also uses for labels;
 //! * [`cli`] is the `migsight agent` daemon.
 
+pub mod census;
 pub mod cli;
 pub mod error;
 pub mod guest_memory;

@@ -5,6 +5,7 @@
 //! `/sys`; instructions from perf on the vCPU threads; QEMU's own
 //! `calc-dirty-rate` runs alongside as a cross-check when QMP is usable.
 
+use crate::census::ZeroCensus;
 use crate::error::AgentError;
 use crate::guest_memory::{GuestMemory, PAGE};
 use crate::host::{Network, Pmu};
@@ -44,6 +45,11 @@ pub struct ProfileConfig {
     pub max_page_copies: usize,
     /// Timeout of each QMP exchange.
     pub qmp_timeout: Duration,
+    /// Count the non-zero pages exactly (every page read once over the
+    /// window, [`crate::census`]) instead of estimating `VM_size` from the
+    /// sample; skipped when one interval's share would exceed half the
+    /// budget (very short windows).
+    pub zero_census: bool,
 }
 
 impl Default for ProfileConfig {
@@ -59,6 +65,7 @@ impl Default for ProfileConfig {
             max_sample_pages: 262_144,
             max_page_copies: 8192,
             qmp_timeout: Duration::from_secs(3),
+            zero_census: true,
         }
     }
 }
@@ -340,6 +347,14 @@ pub fn profile(
         .min(cfg.max_sample_pages.max(cfg.min_sample_pages))
         .min(total_pages as usize);
     let mut sampler = Sampler::new(total_pages, sample, cfg.max_page_copies, &mut rng);
+    // The census reads every page once over the window, on top of the sample.
+    let mut census = ZeroCensus::new(total_pages, planned);
+    let census_per_page = crate::census::calibrate(&mem).map_err(|e| match e {
+        AgentError::VmNotFound(_) if !alive(pid, start_ticks) => exited(0),
+        e => e,
+    })?;
+    let census_s = census_per_page * census.pages_per_step() as f64;
+    let mut census_on = cfg.zero_census && census_s <= 0.5 * budget_s;
     // Entropy (~3 us a page) on a uniform third of the sample, so the last
     // interval costs about twice the others, not five times.
     sampler.set_entropy_cap((sample / 3).max(2048));
@@ -350,6 +365,8 @@ pub fn profile(
         sample_pages = sample,
         per_page_us = per_page * 1e6,
         budget_ms = budget_s * 1e3,
+        census_ms = census_s * 1e3,
+        census = census_on,
         intervals = planned,
         qmp = session.is_some(),
         "profiling"
@@ -431,6 +448,20 @@ pub fn profile(
         } else {
             over_budget = 0;
         }
+        if census_on {
+            let step = if last {
+                census.finish(&mem)
+            } else {
+                census.step(&mem)
+            };
+            if let Err(e) = step {
+                if !alive(pid, start_ticks) {
+                    return Err(exited(i - 1));
+                }
+                tracing::warn!(pid, error = %e, "zero-page census failed; VM_size from the sample");
+                census_on = false;
+            }
+        }
         if let Some(q) = session.as_mut() {
             qdr.poll(q);
             if !last && (planned - i) as u64 >= qdr.calc_secs {
@@ -471,11 +502,16 @@ pub fn profile(
             });
         }
     };
+    // VM_size: the census's exact count (no sampling error), else the sample's estimate.
+    let (nonzero, nonzero_se) = match census.nonzero_pages().filter(|_| census_on) {
+        Some(n) => (n as f64, 0.0),
+        None => (e.nonzero_pages, e.nonzero_pages_se),
+    };
     put(
         &mut fv,
         Feature::VmSize,
-        Some(e.nonzero_pages * pages_to_mib),
-        Some(e.nonzero_pages_se * pages_to_mib),
+        Some(nonzero * pages_to_mib),
+        Some(nonzero_se * pages_to_mib),
     );
     put(
         &mut fv,

@@ -67,6 +67,22 @@ fn full_scan(
     (hashes, earlier.map(|_| sum / n.max(1) as f64))
 }
 
+/// Non-zero pages of the guest, by reading all of it.
+fn nonzero_pages(mem: &migsight_agent::GuestMemory) -> u64 {
+    let mut buf = vec![0u8; 1024 * PAGE];
+    let (mut off, mut n) = (0u64, 0u64);
+    while off < mem.size_bytes() {
+        let len = (buf.len() as u64).min(mem.size_bytes() - off) as usize;
+        mem.read(off, &mut buf[..len]).unwrap();
+        n += buf[..len]
+            .chunks_exact(PAGE)
+            .filter(|p| p.iter().any(|b| *b != 0))
+            .count() as u64;
+        off += len as u64;
+    }
+    n
+}
+
 struct Outcome {
     name: &'static str,
     checks: Vec<(String, f64, f64, f64, bool)>, // feature, measured, truth, error, ok
@@ -105,10 +121,13 @@ fn run_case(c: &Case, pid_only: bool, numa_nodes: u64) -> Outcome {
     // release build on an idle host, far fewer in a test build on a busy CI
     // machine. Fix the floor there, so this test checks the estimators and
     // not the host's load; the benchmark measures the default budget.
+    // The budget is raised so that the zero-page census (whose share of an
+    // interval grows as windows shorten and in a test build) runs too.
     let cfg = ProfileConfig {
         window: Duration::from_secs(c.window_s),
         interval: Duration::from_secs(1),
         min_sample_pages: 20_000,
+        cpu_budget: 0.1,
         ..Default::default()
     };
     // Truth sampler: the workload's distinct-pages-per-second counter.
@@ -136,6 +155,7 @@ fn run_case(c: &Case, pid_only: bool, numa_nodes: u64) -> Outcome {
     let elapsed = t0.elapsed().as_secs_f64();
     let ops1 = ops.get(OFF_OPS);
     let nwse_truth = full0.map(|h| full_scan(&ops.mem, Some(&h)).1.expect("nwse"));
+    let nonzero_truth = nonzero_pages(&ops.mem);
     stop.store(true, Ordering::Relaxed);
     let distinct = truth.join().unwrap();
     drop(g);
@@ -163,6 +183,26 @@ fn run_case(c: &Case, pid_only: bool, numa_nodes: u64) -> Outcome {
         f(Feature::VmPdr),
         distinct_rate * 4096.0 / MIB,
         0.15,
+    );
+    // The census counts every non-zero page: within 2 % of a count made
+    // right after the window (the guest's own allocations move it a little),
+    // with no sampling error reported.
+    let size_se = r
+        .errors
+        .iter()
+        .find(|e| e.feature == Feature::VmSize)
+        .map(|e| e.std_error);
+    assert_eq!(
+        size_se,
+        Some(0.0),
+        "{}: VM_size did not come from the census",
+        c.name
+    );
+    rel(
+        "VM_size (MiB)",
+        f(Feature::VmSize),
+        nonzero_truth as f64 * 4096.0 / MIB,
+        0.02,
     );
     rel(
         "VM_wss (MiB)",
