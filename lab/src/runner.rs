@@ -14,7 +14,7 @@ use crate::host::{lo_tx_bytes, load1, unix_now};
 use crate::migration::{self, MigrationConfig, MigrationOutcome};
 use crate::qemu::{Accel, Qemu, VmSpec};
 use crate::rng::Rng;
-use crate::workload::{ops_rate, OpsPage, OpsReading, Ranges, Workload};
+use crate::workload::{ops_rate, OpsPage, Ranges, Workload};
 use anyhow::{anyhow, bail, Context, Result};
 use migsight_agent::procfs;
 use migsight_agent::profile::{profile, ProfileConfig};
@@ -360,7 +360,7 @@ impl GroupCtx<'_> {
         } else {
             src_pid
         };
-        let ops_end: OpsReading = page.read(runs_on)?;
+        let ops_end = page.read_settled(runs_on, &ops_start)?;
         let cpu_end = procfs::process_cpu_seconds(src_pid)?;
         let tx_b = lo_tx_bytes();
         if !src.alive() {
