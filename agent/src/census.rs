@@ -11,7 +11,8 @@
 //! once per window only to test it for zero (process_vm_readv of 4 KiB and
 //! a memcmp; no hash, no copy kept) costs ~0.2 µs a page: measured in the
 //! lab, 2.0 ms per 1-s interval for a 768 MiB guest, 13 % of the 15 ms
-//! sampling budget; and it leaves `VM_size` with no sampling error.
+//! sampling budget (a second, slower host: 0.7 µs, 6.7–7.6 ms, about half);
+//! and it leaves `VM_size` with no sampling error.
 
 use crate::error::AgentError;
 use crate::guest_memory::{GuestMemory, PAGE};
@@ -88,7 +89,9 @@ impl ZeroCensus {
 /// Seconds of CPU per page for the census's read and zero test, measured
 /// on up to 512 pages from the start of the RAM.
 pub fn calibrate(mem: &GuestMemory) -> Result<f64, AgentError> {
-    let n = 512u64.min(mem.pages()).max(1);
+    // 2,048 pages (8 MiB, ~1 ms): 512 left the estimate noisy enough to
+    // move it across the cut-off between profiles of the same guest.
+    let n = 2048u64.min(mem.pages()).max(1);
     let mut c = ZeroCensus::new(n, 1);
     // Warm: the first pass also faults in the census's own buffer.
     c.finish(mem)?;
