@@ -20,6 +20,17 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// Shares of the per-interval CPU budget: reading and hashing the page
+/// sample, and (by default) the zero-page census. The rest covers /proc polling, the
+/// final entropy pass and start-up. The census's share is bounded so the
+/// agent stays within `cpu_budget` on hosts where reading memory is slow
+/// (0.2 µs a page on the first development host, 0.7 µs on the second,
+/// where an unbounded census took the agent from ~1.7 to 2.5–2.9 % of a
+/// core per GiB); it then reads a fraction of the pages.
+const SAMPLE_SHARE: f64 = 0.65;
+/// Default of [`ProfileConfig::census_share`].
+pub const CENSUS_SHARE: f64 = 0.2;
+
 /// How to profile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProfileConfig {
@@ -45,11 +56,15 @@ pub struct ProfileConfig {
     pub max_page_copies: usize,
     /// Timeout of each QMP exchange.
     pub qmp_timeout: Duration,
-    /// Count the non-zero pages exactly (every page read once over the
-    /// window, [`crate::census`]) instead of estimating `VM_size` from the
-    /// sample; skipped when one interval's stripe would cost more than the
-    /// sample's share of the budget (very short windows).
+    /// Count the non-zero pages with a census (every page read once over
+    /// the window, [`crate::census`]; a fraction of them when that would
+    /// not fit the census's share of the budget) instead of estimating
+    /// `VM_size` from the sample alone; the estimate with the smaller
+    /// standard error is reported.
     pub zero_census: bool,
+    /// Share of the CPU budget the census may use, on top of the sample's
+    /// 65 % (default [`CENSUS_SHARE`]).
+    pub census_share: f64,
 }
 
 impl Default for ProfileConfig {
@@ -66,6 +81,7 @@ impl Default for ProfileConfig {
             max_page_copies: 8192,
             qmp_timeout: Duration::from_secs(3),
             zero_census: true,
+            census_share: CENSUS_SHARE,
         }
     }
 }
@@ -335,7 +351,7 @@ pub fn profile(
     // and hashing the sample (the rest covers /proc polling, the final
     // entropy pass and start-up).
     let budget_s = cfg.cpu_budget * gib.max(1.0 / 64.0) * interval_s;
-    let sample_budget_s = budget_s * 0.8;
+    let sample_budget_s = budget_s * SAMPLE_SHARE;
 
     let mut rng = Rng::from_entropy();
     let per_page = calibrate(&mem, &mut rng).map_err(|e| match e {
@@ -347,18 +363,16 @@ pub fn profile(
         .min(cfg.max_sample_pages.max(cfg.min_sample_pages))
         .min(total_pages as usize);
     let mut sampler = Sampler::new(total_pages, sample, cfg.max_page_copies, &mut rng);
-    // The census reads every page once over the window, on top of the sample.
-    let mut census = ZeroCensus::new(total_pages, planned);
+    // The census reads every page once over the window when that fits its
+    // share of the budget, else a pseudo-random fraction of them.
     let census_per_page = crate::census::calibrate(&mem).map_err(|e| match e {
         AgentError::VmNotFound(_) if !alive(pid, start_ticks) => exited(0),
         e => e,
     })?;
-    let census_s = census_per_page * census.pages_per_step() as f64;
-    // Up to the sample's own share: on a second host the census cost 0.7 us
-    // a page (46-51 % of the budget at 20 intervals, where the first host
-    // measured 13 %), and a half-budget cut-off switched it on and off from
-    // one profile to the next.
-    let mut census_on = cfg.zero_census && census_s <= sample_budget_s;
+    let full_census_s = census_per_page * total_pages.div_ceil(u64::from(planned.max(1))) as f64;
+    let census_fraction = (budget_s * cfg.census_share / full_census_s.max(1e-12)).min(1.0);
+    let mut census = ZeroCensus::with_fraction(total_pages, planned, census_fraction);
+    let mut census_on = cfg.zero_census;
     // Entropy (~3 us a page) on a uniform third of the sample, so the last
     // interval costs about twice the others, not five times.
     sampler.set_entropy_cap((sample / 3).max(2048));
@@ -369,8 +383,8 @@ pub fn profile(
         sample_pages = sample,
         per_page_us = per_page * 1e6,
         budget_ms = budget_s * 1e3,
-        census_ms = census_s * 1e3,
-        census = census_on,
+        census_ms = full_census_s * 1e3,
+        census_fraction = if census_on { census_fraction } else { 0.0 },
         intervals = planned,
         qmp = session.is_some(),
         "profiling"
@@ -506,10 +520,11 @@ pub fn profile(
             });
         }
     };
-    // VM_size: the census's exact count (no sampling error), else the sample's estimate.
+    // VM_size: the census's count (exact when it read every page), or the
+    // sample's estimate when that has the smaller standard error.
     let (nonzero, nonzero_se) = match census.nonzero_pages().filter(|_| census_on) {
-        Some(n) => (n as f64, 0.0),
-        None => (e.nonzero_pages, e.nonzero_pages_se),
+        Some((n, se)) if se <= e.nonzero_pages_se => (n, se),
+        _ => (e.nonzero_pages, e.nonzero_pages_se),
     };
     put(
         &mut fv,

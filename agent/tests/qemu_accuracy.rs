@@ -121,13 +121,15 @@ fn run_case(c: &Case, pid_only: bool, numa_nodes: u64) -> Outcome {
     // release build on an idle host, far fewer in a test build on a busy CI
     // machine. Fix the floor there, so this test checks the estimators and
     // not the host's load; the benchmark measures the default budget.
-    // The budget is raised so that the zero-page census (whose share of an
-    // interval grows as windows shorten and in a test build) runs too.
+    // The budget is raised, and the census may use all of it, so that the
+    // zero-page census (whose share of an interval grows as windows shorten
+    // and in a test build) reads every page: this checks the exact count.
     let cfg = ProfileConfig {
         window: Duration::from_secs(c.window_s),
         interval: Duration::from_secs(1),
         min_sample_pages: 20_000,
         cpu_budget: 0.1,
+        census_share: 1.0,
         ..Default::default()
     };
     // Truth sampler: the workload's distinct-pages-per-second counter.
