@@ -309,7 +309,10 @@ impl GroupCtx<'_> {
         }
         let qemu_version = format!("{}.{}.{}", sq.version.0, sq.version.1, sq.version.2);
 
-        // Profile with the agent's own code, exactly as in production.
+        // Profile with the agent's own code, as in production, except that
+        // the zero-page census may read every page whatever it costs: the
+        // training rows get an exact VM_size (as since group s1-g108), and
+        // a production profile reports its estimate's standard error.
         let ops_a = page.read(src.pid())?;
         let cpu_a = procfs::process_cpu_seconds(src.pid())?;
         let t_prof = Instant::now();
@@ -317,6 +320,7 @@ impl GroupCtx<'_> {
             window: self.cfg.window,
             interval: self.cfg.interval,
             bandwidth_bps: self.bandwidth_bps,
+            census_share: 1.0,
             ..ProfileConfig::default()
         };
         let target = VmTarget::new(src.pid(), Some(src.agent_qmp_path.clone()));
