@@ -271,7 +271,7 @@ pub fn render_comparison(algo: Algorithm, rows: &[Comparison]) -> String {
         let err = match (r.relative_error, r.predicted, r.actual) {
             (Some(e), _, _) => format!("{:+.0} %", e * 100.0),
             (None, Some(p), Some(a)) if m == Metric::CPU => format!("{:+.0} pt", a - p.value),
-            (None, Some(p), Some(a)) if m == Metric::MEM => format!("{:+.0} MiB", a - p.value),
+            (None, Some(p), Some(a)) if m == Metric::MEM => format!("{:+.1} MiB", a - p.value),
             _ => String::new(),
         };
         let tag = match (r.inside_interval, &r.note) {

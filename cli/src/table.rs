@@ -11,19 +11,7 @@ use std::fmt::Write as _;
 
 /// A metric value for a table cell.
 pub fn metric_value(m: Metric, v: f64) -> String {
-    // No "-0 %" for a delta that rounds to zero.
-    let v = if v.abs() < 0.5 && matches!(m, Metric::CPU | Metric::MEM) {
-        0.0
-    } else {
-        v
-    };
-    match m {
-        Metric::TT | Metric::DT => HumanMs(v).to_string(),
-        Metric::TD => HumanBytes(v).to_string(),
-        Metric::PERF => format!("{v:.2}"),
-        Metric::CPU => format!("{v:.0} %"),
-        Metric::MEM => format!("{v:.0} MiB"),
-    }
+    migsight_predictor::recommend::human(m, v)
 }
 
 /// `lo–hi` for the interval line.

@@ -20,9 +20,11 @@ use migsight_proto::Metric;
 /// more regret (data: 0.09 and 0.20) for little more safety.
 pub const LIKELY: f64 = 0.8;
 
-/// Formats a metric value for sentences.
+/// Formats a metric value for sentences and table cells (one place, so
+/// `plan`, `predict`, `migrate` and the reasons agree).
 pub fn human(metric: Metric, v: f64) -> String {
-    let v = if v.abs() < 0.5 && matches!(metric, Metric::CPU | Metric::MEM) {
+    // No "-0 %" for a delta that rounds to zero.
+    let v = if v.abs() < 0.5 && metric == Metric::CPU {
         0.0
     } else {
         v
@@ -32,6 +34,10 @@ pub fn human(metric: Metric, v: f64) -> String {
         Metric::TD => HumanBytes(v).to_string(),
         Metric::PERF => format!("{v:.2}"),
         Metric::CPU => format!("{v:.0} %"),
+        // Most extra source memory is well under 10 MiB (xbzrle's cache
+        // excepted): whole MiB would print an interval of "0–0 MiB" that an
+        // actual 0.4 MiB falls outside of.
+        Metric::MEM if v.abs() < 9.95 => format!("{v:.1} MiB"),
         Metric::MEM => format!("{v:.0} MiB"),
     }
 }
