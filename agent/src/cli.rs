@@ -54,6 +54,11 @@ pub struct AgentArgs {
     /// Memory-sampling CPU budget: fraction of one core per GiB of guest RAM.
     #[arg(long, default_value_t = 0.02)]
     pub cpu_budget: f64,
+    /// Share of that budget the zero-page census (`VM_size`) may use on top
+    /// of the sample's 65 %; when a full pass does not fit, it reads a
+    /// fraction of the pages and reports a standard error. 0 turns it off.
+    #[arg(long, default_value_t = migsight_agent_census_share())]
+    pub census_share: f64,
     /// Most client connections served at once.
     #[arg(long, default_value_t = 32)]
     pub max_connections: usize,
@@ -74,11 +79,35 @@ impl Default for AgentArgs {
             socket: "/run/migsight/agent.sock".into(),
             predictor: "/run/migsight/predictor.sock".into(),
             cpu_budget: 0.02,
+            census_share: migsight_agent_census_share(),
             max_connections: 32,
             idle_timeout_s: 60,
             max_window_s: 600,
             no_qemu_dirty_rate: false,
         }
+    }
+}
+
+fn migsight_agent_census_share() -> f64 {
+    crate::profile::CENSUS_SHARE
+}
+
+impl AgentArgs {
+    /// Rejects budgets that would make profiling meaningless or unbounded.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(self.cpu_budget.is_finite() && self.cpu_budget > 0.0 && self.cpu_budget <= 1.0) {
+            anyhow::bail!(
+                "cpu_budget must be in (0, 1] (a fraction of one core per GiB), got {}",
+                self.cpu_budget
+            );
+        }
+        if !(self.census_share.is_finite() && (0.0..=10.0).contains(&self.census_share)) {
+            anyhow::bail!(
+                "census_share must be between 0 and 10 (a share of cpu_budget), got {}",
+                self.census_share
+            );
+        }
+        Ok(())
     }
 }
 
@@ -93,6 +122,7 @@ struct State {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(a: AgentArgs) -> anyhow::Result<()> {
+    a.validate()?;
     let listener = bind(&a.socket)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -352,6 +382,8 @@ async fn profile_request(
                 interval: Duration::from_millis(p.interval_ms),
                 bandwidth_bps: p.bandwidth_bps,
                 cpu_budget: state.args.cpu_budget,
+                zero_census: state.args.census_share > 0.0,
+                census_share: state.args.census_share,
                 qemu_dirty_rate: !state.args.no_qemu_dirty_rate,
                 ..Default::default()
             };
@@ -452,5 +484,36 @@ async fn ask_predictor(
             ErrorKind::PredictorUnavailable,
             format!("predictor sent an unexpected reply: {other:?}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AgentArgs;
+
+    #[test]
+    fn budgets_out_of_range_are_refused_by_name() {
+        assert!(AgentArgs::default().validate().is_ok());
+        for (budget, share, name) in [
+            (0.0, 0.2, "cpu_budget"),
+            (f64::NAN, 0.2, "cpu_budget"),
+            (2.0, 0.2, "cpu_budget"),
+            (0.02, -0.1, "census_share"),
+            (0.02, f64::INFINITY, "census_share"),
+        ] {
+            let a = AgentArgs {
+                cpu_budget: budget,
+                census_share: share,
+                ..AgentArgs::default()
+            };
+            let e = a.validate().unwrap_err().to_string();
+            assert!(e.contains(name), "{e}");
+        }
+        // 0 turns the census off; it is not an error.
+        let off = AgentArgs {
+            census_share: 0.0,
+            ..AgentArgs::default()
+        };
+        assert!(off.validate().is_ok());
     }
 }
