@@ -212,6 +212,7 @@ pub fn run(data: &Data, opts: &EvalOptions) -> EvalReport {
                         metrics[metric.index()].z,
                         limit,
                         upper,
+                        p_converge < crate::recommend::LIKELY,
                     );
                 }
                 out.push((

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Version of the model file layout. Bump on any incompatible change.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// First bytes of a model file.
 pub const MAGIC: &[u8; 8] = b"MIGSMDL\n";
 /// Nominal coverage of the prediction intervals.
@@ -194,6 +194,14 @@ fn tree_ok(g: &Gbdt) -> bool {
     })
 }
 
+/// A residual sketch `cdf` can search: finite and ascending.
+fn residuals_ok(r: &Residuals) -> bool {
+    r.lo.is_finite()
+        && r.hi.is_finite()
+        && r.sketch.iter().all(|v| v.is_finite())
+        && r.sketch.windows(2).all(|w| w[0] <= w[1])
+}
+
 fn linear_ok(l: &crate::linear::Linear) -> bool {
     let p = l.scaler.cols.len();
     l.scaler.cols.iter().all(|&c| c < INPUT_COUNT)
@@ -242,7 +250,13 @@ pub struct MetricModel {
     pub n: u64,
     pub transform: Transform,
     pub regressor: Regressor,
+    /// Held-out residuals the interval and P(meets SLA) come from: of the
+    /// rows whose out-of-fold P(converges) was at least
+    /// [`crate::recommend::LIKELY`] when `borderline` is set, else of all rows.
     pub residuals: Residuals,
+    /// Residuals of the borderline rows (out-of-fold P(converges) below
+    /// `LIKELY`), when there were enough of them: see [`MIN_STRATUM_ROWS`].
+    pub borderline: Option<Residuals>,
     /// Cross-validated scores of this metric on the training data (out-of-fold).
     pub cv: Option<Stats>,
     pub note: Option<String>,
@@ -258,8 +272,26 @@ pub struct MetricPrediction {
 }
 
 impl MetricModel {
+    /// The residuals for a row that is (or is not) borderline.
+    #[inline]
+    pub fn residuals_for(&self, borderline: bool) -> &Residuals {
+        match (&self.borderline, borderline) {
+            (Some(b), true) => b,
+            _ => &self.residuals,
+        }
+    }
+
+    /// The prediction with the interval of a confident row.
     #[inline]
     pub fn predict(&self, x: &[f64]) -> MetricPrediction {
+        self.predict_at(x, false)
+    }
+
+    /// The prediction, with the interval of the row's stratum: `borderline`
+    /// when P(converges) is below [`crate::recommend::LIKELY`].
+    #[inline]
+    pub fn predict_at(&self, x: &[f64], borderline: bool) -> MetricPrediction {
+        let res = self.residuals_for(borderline);
         let z = self.regressor.predict(x);
         let t = self.transform;
         // Strictly positive metrics stay positive whatever the family.
@@ -270,17 +302,18 @@ impl MetricModel {
         };
         MetricPrediction {
             value: t.inverse(z).max(floor),
-            lo: t.inverse(z + self.residuals.lo).max(floor),
-            hi: t.inverse(z + self.residuals.hi).max(floor),
+            lo: t.inverse(z + res.lo).max(floor),
+            hi: t.inverse(z + res.hi).max(floor),
             z,
         }
     }
 
-    /// P(outcome ≤ limit) (`upper`) or P(outcome ≥ limit).
-    pub fn p_within(&self, z: f64, limit: f64, upper: bool) -> f64 {
+    /// P(outcome ≤ limit) (`upper`) or P(outcome ≥ limit), for a row in
+    /// the `borderline` stratum or not.
+    pub fn p_within(&self, z: f64, limit: f64, upper: bool, borderline: bool) -> f64 {
         let p_le = match self.transform.forward_limit(limit) {
             None => 0.0,
-            Some(tl) => self.residuals.cdf(tl - z),
+            Some(tl) => self.residuals_for(borderline).cdf(tl - z),
         };
         if upper {
             p_le
@@ -304,20 +337,39 @@ pub struct AlgorithmModel {
 impl AlgorithmModel {
     /// All six metrics for input row `x`; fills `x`'s
     /// [`inputs::TD_TIME`] from the TD prediction first (TT's input).
+    ///
+    /// The intervals are those of the row's stratum: a migration that may
+    /// not converge (P(converges) below [`crate::recommend::LIKELY`]) gets
+    /// the residuals of such rows, which are far wider (measured on 664 lab
+    /// rows, out of fold: 43 borderline rows were covered by the pooled
+    /// 90 % interval only 42 % of the time, the others 96 %).
     pub fn predict_metrics(&self, x: &mut [f64]) -> [MetricPrediction; 6] {
-        let td = self.metrics[Metric::TD.index()].predict(x);
+        let borderline = self.is_borderline(x);
+        let td = self.metrics[Metric::TD.index()].predict_at(x, borderline);
         x[inputs::TD_TIME] = inputs::td_time(x, td.value);
         std::array::from_fn(|m| {
             if m == Metric::TD.index() {
                 td
             } else {
-                self.metrics[m].predict(x)
+                self.metrics[m].predict_at(x, borderline)
             }
         })
     }
 
+    /// Whether row `x` falls in the borderline stratum of the intervals.
+    pub fn is_borderline(&self, x: &[f64]) -> bool {
+        self.p_converge(x) < crate::recommend::LIKELY
+    }
+
     pub fn p_converge(&self, x: &[f64]) -> f64 {
-        match &self.converge {
+        self.converge.p(x)
+    }
+}
+
+impl ConvergeModel {
+    /// P(converges) for input row `x`.
+    pub fn p(&self, x: &[f64]) -> f64 {
+        match self {
             ConvergeModel::Constant { p, .. } => *p,
             ConvergeModel::Classifier { model, floor } => {
                 model.predict_proba(x).clamp(*floor, 1.0 - *floor)
@@ -444,11 +496,17 @@ fn fit_regressor(
 ///
 /// Also returns, aligned with `rows`, each labelled row's out-of-fold
 /// prediction (natural units) from the cross-fitting, where there was one.
+///
+/// `borderline` (aligned with `rows`, or empty) marks the rows whose
+/// out-of-fold P(converges) was below [`crate::recommend::LIKELY`]: with at
+/// least [`MIN_STRATUM_ROWS`] labelled rows on each side, their residuals
+/// make a second interval (Mondrian split-conformal).
 pub fn train_metric(
     opts: &TrainOptions,
     algorithm: Algorithm,
     metric: Metric,
     rows: &[&Row],
+    borderline: &[bool],
 ) -> (MetricModel, Vec<Option<f64>>) {
     let mut out_of_fold = vec![None; rows.len()];
     let labelled: Vec<(usize, &Row, f64)> = rows
@@ -525,6 +583,7 @@ pub fn train_metric(
                     lo: -spread,
                     hi: spread,
                 },
+                borderline: None,
                 cv: None,
                 note: Some(format!(
                     "{}: no labelled converged rows for {algorithm}; placeholder value",
@@ -546,6 +605,7 @@ pub fn train_metric(
                 transform,
                 regressor: Regressor::Constant(m),
                 residuals: Residuals::from(z.iter().map(|v| v - m).collect()),
+                borderline: None,
                 cv: None,
                 note: Some(format!(
                     "{}: only {n} labelled rows for {algorithm}; predicting their median",
@@ -596,26 +656,54 @@ pub fn train_metric(
         ..
     } = fits.swap_remove(chosen);
     let resid: Vec<f64> = (0..n).map(|i| z[i] - oof[i]).collect();
-    // Honest coverage: each fold's residuals against offsets from the other folds.
+    // Strata of the intervals: borderline rows apart when both sides have enough.
+    let is_borderline: Vec<bool> = labelled
+        .iter()
+        .map(|(k, _, _)| borderline.get(*k).copied().unwrap_or(false))
+        .collect();
+    let count = |b: bool| {
+        (0..n)
+            .filter(|&i| is_borderline[i] == b && resid[i].is_finite())
+            .count()
+    };
+    let stratified = count(true) >= MIN_STRATUM_ROWS && count(false) >= MIN_STRATUM_ROWS;
+    let stratum = |i: usize| stratified && is_borderline[i];
+    // Honest coverage: each fold's residuals against offsets from the other
+    // folds (of the same stratum).
     let mut covered = 0usize;
     let mut counted = 0usize;
     for f in 0..k {
-        let mut others: Vec<f64> = (0..n)
-            .filter(|&i| folds[i] != f && resid[i].is_finite())
-            .map(|i| resid[i])
-            .collect();
-        others.sort_by(|a, b| a.total_cmp(b));
-        if others.is_empty() {
-            continue;
-        }
-        let (lo, hi) = conformal_offsets(&others);
-        for i in (0..n).filter(|&i| folds[i] == f && resid[i].is_finite()) {
-            counted += 1;
-            if resid[i] >= lo && resid[i] <= hi {
-                covered += 1;
+        for s in [false, true] {
+            let mut others: Vec<f64> = (0..n)
+                .filter(|&i| folds[i] != f && stratum(i) == s && resid[i].is_finite())
+                .map(|i| resid[i])
+                .collect();
+            others.sort_by(|a, b| a.total_cmp(b));
+            if others.is_empty() {
+                continue;
+            }
+            let (lo, hi) = conformal_offsets(&others);
+            for i in (0..n).filter(|&i| folds[i] == f && stratum(i) == s && resid[i].is_finite()) {
+                counted += 1;
+                if resid[i] >= lo && resid[i] <= hi {
+                    covered += 1;
+                }
             }
         }
     }
+    let (residuals, borderline_residuals) = if stratified {
+        let of = |b: bool| {
+            Residuals::from(
+                (0..n)
+                    .filter(|&i| is_borderline[i] == b)
+                    .map(|i| resid[i])
+                    .collect(),
+            )
+        };
+        (of(false), Some(of(true)))
+    } else {
+        (Residuals::from(resid), None)
+    };
     let preds: Vec<f64> = oof.iter().map(|z| transform.inverse(*z)).collect();
     for ((k, _, _), p) in labelled.iter().zip(&preds) {
         out_of_fold[*k] = p.is_finite().then_some(*p);
@@ -641,7 +729,8 @@ pub fn train_metric(
             n: n as u64,
             transform,
             regressor,
-            residuals: Residuals::from(resid),
+            residuals,
+            borderline: borderline_residuals,
             cv: Some(cv),
             note: few.then(|| {
                 format!(
@@ -839,6 +928,32 @@ pub fn train_converge(opts: &TrainOptions, algorithm: Algorithm, rows: &[&Row]) 
     }
 }
 
+/// Fewest labelled rows on each side of the borderline split for the
+/// intervals to be stratified (below it: one pooled interval, as before).
+pub const MIN_STRATUM_ROWS: usize = 8;
+
+/// Each row's P(converges) from a classifier that did not see the row's
+/// group (cross-fitted over the conformal folds).
+fn converge_out_of_fold(opts: &TrainOptions, algorithm: Algorithm, rows: &[&Row]) -> Vec<f64> {
+    let n = rows.len();
+    if n < 2 {
+        return vec![1.0; n];
+    }
+    let k = opts.conformal_folds.clamp(2, n);
+    let groups: Vec<&str> = rows.iter().map(|r| r.group.as_str()).collect();
+    let seed = Rng::derive(opts.seed, &[algorithm.code() as u64, 98]).next_u64();
+    let folds = assign_folds(&groups, k, seed);
+    let mut p = vec![1.0; n];
+    for f in 0..k {
+        let train: Vec<&Row> = (0..n).filter(|&i| folds[i] != f).map(|i| rows[i]).collect();
+        let model = train_converge(opts, algorithm, &train);
+        for i in (0..n).filter(|&i| folds[i] == f) {
+            p[i] = model.p(&rows[i].x);
+        }
+    }
+    p
+}
+
 /// Trains everything for one algorithm.
 ///
 /// TD is trained first: its out-of-fold predictions, sent at each row's
@@ -846,7 +961,11 @@ pub fn train_converge(opts: &TrainOptions, algorithm: Algorithm, rows: &[&Row]) 
 /// time the TD model's own prediction fills it, see
 /// [`AlgorithmModel::predict_metrics`]).
 pub fn train_algorithm(opts: &TrainOptions, algorithm: Algorithm, rows: &[&Row]) -> AlgorithmModel {
-    let (td, td_oof) = train_metric(opts, algorithm, Metric::TD, rows);
+    let borderline: Vec<bool> = converge_out_of_fold(opts, algorithm, rows)
+        .iter()
+        .map(|p| *p < crate::recommend::LIKELY)
+        .collect();
+    let (td, td_oof) = train_metric(opts, algorithm, Metric::TD, rows, &borderline);
     let stacked: Vec<Row> = rows
         .iter()
         .zip(&td_oof)
@@ -861,8 +980,8 @@ pub fn train_algorithm(opts: &TrainOptions, algorithm: Algorithm, rows: &[&Row])
         .iter()
         .map(|&m| match m {
             Metric::TD => td.clone(),
-            Metric::TT => train_metric(opts, algorithm, m, &stacked).0,
-            _ => train_metric(opts, algorithm, m, rows).0,
+            Metric::TT => train_metric(opts, algorithm, m, &stacked, &borderline).0,
+            _ => train_metric(opts, algorithm, m, rows, &borderline).0,
         })
         .collect();
     AlgorithmModel {
@@ -1024,6 +1143,9 @@ impl Model {
                 if !regressor_ok(&m.regressor) {
                     return Err(format!("bad {} regressor", m.metric));
                 }
+                if !residuals_ok(&m.residuals) || !m.borderline.as_ref().is_none_or(residuals_ok) {
+                    return Err(format!("bad {} residuals", m.metric));
+                }
             }
         }
         Ok(())
@@ -1166,7 +1288,12 @@ impl Model {
                 let mut p = p_converge[i];
                 for (metric, limit, upper) in sla.limits() {
                     let mm = &am.metrics[metric.index()];
-                    p *= mm.p_within(zs[i][metric.index()], limit, upper);
+                    p *= mm.p_within(
+                        zs[i][metric.index()],
+                        limit,
+                        upper,
+                        p_converge[i] < crate::recommend::LIKELY,
+                    );
                 }
                 p
             })
@@ -1410,6 +1537,44 @@ mod tests {
         }
         let cov = hit as f64 / n as f64;
         assert!((0.82..=0.97).contains(&cov), "coverage {cov} over {n}");
+    }
+
+    #[test]
+    fn borderline_rows_get_their_own_wider_interval() {
+        // Rows marked borderline have total times off by up to ±60 %; the
+        // others keep the fixture's noise.
+        let d = data(120, 4, true);
+        let mut rows: Vec<Row> = d.of(Algorithm::Precopy).into_iter().cloned().collect();
+        let mut rng = Rng::new(5);
+        let borderline: Vec<bool> = (0..rows.len()).map(|i| i % 4 == 0).collect();
+        for (r, &b) in rows.iter_mut().zip(&borderline) {
+            if b {
+                if let Some(tt) = r.labels[Metric::TT.index()].as_mut() {
+                    *tt *= 1.0 + 1.2 * (rng.unit() - 0.5);
+                }
+            }
+        }
+        let refs: Vec<&Row> = rows.iter().collect();
+        let opts = fast(FamilyKind::Gbdt, 1);
+        let (m, _) = train_metric(&opts, Algorithm::Precopy, Metric::TT, &refs, &borderline);
+        let b = m
+            .borderline
+            .as_ref()
+            .expect("enough rows on both sides: stratified");
+        assert!(
+            b.hi - b.lo > 2.0 * (m.residuals.hi - m.residuals.lo),
+            "borderline {:?} vs confident {:?}",
+            (b.lo, b.hi),
+            (m.residuals.lo, m.residuals.hi)
+        );
+        let x = &rows[1].x;
+        let (wide, tight) = (m.predict_at(x, true), m.predict_at(x, false));
+        assert_eq!(wide.value, tight.value);
+        assert!(wide.hi / wide.lo > tight.hi / tight.lo);
+        // Too few borderline rows: one pooled interval.
+        let few: Vec<bool> = (0..rows.len()).map(|i| i < MIN_STRATUM_ROWS - 1).collect();
+        let (m, _) = train_metric(&opts, Algorithm::Precopy, Metric::TT, &refs, &few);
+        assert!(m.borderline.is_none());
     }
 
     #[test]
