@@ -88,12 +88,27 @@ pub struct EvalReport {
     pub scores: Vec<ScoreRow>,
     pub recommendation: Vec<RecQuality>,
     pub convergence: Vec<ConvergeQuality>,
+    /// Interval coverage of TT/DT/TD split by the row's out-of-fold
+    /// P(converges) (below [`crate::recommend::LIKELY`] or not), over all
+    /// algorithms: a pooled 90 % can hide a stratum far below it.
+    pub coverage_by_stratum: Vec<StratumCoverage>,
     /// Seconds spent training, per model family (all folds).
     pub train_seconds: Vec<(String, f64)>,
     /// Every row's out-of-fold prediction, per model family (for
     /// [`predictions_csv`]; not in the JSON report).
     #[serde(skip)]
     oof: Vec<(String, Vec<Option<Oof>>)>,
+}
+
+/// Coverage of one model × metric in one P(converges) stratum.
+#[derive(Debug, Clone, Serialize)]
+pub struct StratumCoverage {
+    pub model: String,
+    pub metric: Metric,
+    /// P(converges) below [`crate::recommend::LIKELY`].
+    pub borderline: bool,
+    pub n: usize,
+    pub coverage: f64,
 }
 
 /// Out-of-fold prediction of one row.
@@ -171,6 +186,7 @@ pub fn run(data: &Data, opts: &EvalOptions) -> EvalReport {
     let mut scores = Vec::new();
     let mut recommendation = Vec::new();
     let mut convergence = Vec::new();
+    let mut coverage_by_stratum = Vec::new();
     let mut train_seconds = Vec::new();
     let mut oof_by_model = Vec::new();
     for &family in &opts.models {
@@ -284,6 +300,35 @@ pub fn run(data: &Data, opts: &EvalOptions) -> EvalReport {
                 });
             }
         }
+        for m in [Metric::TT, Metric::DT, Metric::TD] {
+            for borderline in [false, true] {
+                let (mut n, mut hit) = (0usize, 0usize);
+                for (i, r) in data.rows.iter().enumerate() {
+                    let (true, Some(t), Some(o)) = (
+                        r.converged,
+                        r.labels[m.index()].filter(|v| v.is_finite()),
+                        oof[i],
+                    ) else {
+                        continue;
+                    };
+                    if (o.p_converge < crate::recommend::LIKELY) != borderline {
+                        continue;
+                    }
+                    let p = o.metrics[m.index()];
+                    n += 1;
+                    hit += (p.lo <= t && t <= p.hi) as usize;
+                }
+                if n > 0 {
+                    coverage_by_stratum.push(StratumCoverage {
+                        model: family.name().to_string(),
+                        metric: m,
+                        borderline,
+                        n,
+                        coverage: hit as f64 / n as f64,
+                    });
+                }
+            }
+        }
         for &objective in &opts.objectives {
             if let Some(q) = rec_quality(data, &oof, family.name(), &opts.sla, objective) {
                 recommendation.push(q);
@@ -297,6 +342,7 @@ pub fn run(data: &Data, opts: &EvalOptions) -> EvalReport {
         scores,
         recommendation,
         convergence,
+        coverage_by_stratum,
         train_seconds,
         oof: oof_by_model,
     }
@@ -556,6 +602,40 @@ pub fn converge_table(report: &EvalReport) -> String {
             c.brier_constant
         );
     }
+    if !report.coverage_by_stratum.is_empty() {
+        let _ = writeln!(
+            s,
+            "\ninterval coverage by out-of-fold P(converges), all algorithms"
+        );
+        let _ = writeln!(
+            s,
+            "{:<9} {:<6} {:>16} {:>16}",
+            "model", "metric", "P >= 0.8 (n)", "P < 0.8 (n)"
+        );
+        let mut keys: Vec<(&str, Metric)> = Vec::new();
+        for c in &report.coverage_by_stratum {
+            if !keys.contains(&(c.model.as_str(), c.metric)) {
+                keys.push((c.model.as_str(), c.metric));
+            }
+        }
+        for (model, metric) in keys {
+            let cell = |b: bool| {
+                report
+                    .coverage_by_stratum
+                    .iter()
+                    .find(|c| c.model == model && c.metric == metric && c.borderline == b)
+                    .map_or("-".to_string(), |c| format!("{:.3} ({})", c.coverage, c.n))
+            };
+            let _ = writeln!(
+                s,
+                "{:<9} {:<6} {:>16} {:>16}",
+                model,
+                metric.name(),
+                cell(false),
+                cell(true)
+            );
+        }
+    }
     s
 }
 
@@ -656,6 +736,27 @@ mod tests {
             assert!(algs.contains(a), "{a}");
         }
         assert!(!report.recommendation.is_empty());
+        // Coverage per P(converges) stratum: confident rows exist for every
+        // model and metric, and the counts add up to the pooled cells'.
+        for model in ["linear", "analytic"] {
+            for m in [Metric::TT, Metric::DT, Metric::TD] {
+                let n: usize = report
+                    .coverage_by_stratum
+                    .iter()
+                    .filter(|c| c.model == model && c.metric == m)
+                    .inspect(|c| assert!((0.0..=1.0).contains(&c.coverage)))
+                    .map(|c| c.n)
+                    .sum();
+                let pooled: u64 = report
+                    .scores
+                    .iter()
+                    .filter(|r| r.model == model && r.metric == m)
+                    .map(|r| r.stats.n)
+                    .sum();
+                assert_eq!(n as u64, pooled, "{model} {m:?}");
+            }
+        }
+        assert!(converge_table(&report).contains("P >= 0.8 (n)"));
         let f = folds(&data, 3, 1);
         for (i, r) in data.rows.iter().enumerate() {
             for (j, s) in data.rows.iter().enumerate() {
