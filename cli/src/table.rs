@@ -74,6 +74,22 @@ pub fn recommendation_table(rec: &Recommendation) -> String {
         "\n(second line: 90 % prediction interval; * recommended, objective: {})",
         rec.objective.name()
     );
+    let edge: Vec<&str> = rec
+        .prediction
+        .algorithms
+        .iter()
+        .filter(|a| a.p_converge < migsight_predictor::recommend::LIKELY)
+        .map(|a| a.algorithm.name())
+        .collect();
+    if !edge.is_empty() {
+        let _ = writeln!(
+            s,
+            "(P(converges) below {}: {}; their figures assume the migration converges, \
+             and near the convergence edge it can take a few more rounds or many)",
+            migsight_predictor::recommend::LIKELY,
+            edge.join(", ")
+        );
+    }
     let _ = writeln!(s, "{}", rec.reason);
     if !rec.meets_sla {
         let _ = writeln!(
