@@ -233,7 +233,11 @@ pub fn migrate(
                 let converged = p.status == "completed";
                 let f = |k: &str| info.get(k).and_then(Value::as_f64);
                 let total = if converged {
-                    f("total-time").unwrap_or(start.elapsed().as_secs_f64() * 1000.0)
+                    // QEMU 7.2 once reported total-time 0 (and downtime 0) for a
+                    // completed 4.7-s compress migration: not a measurement.
+                    f("total-time")
+                        .filter(|t| *t > 0.0)
+                        .unwrap_or(start.elapsed().as_secs_f64() * 1000.0)
                 } else {
                     start.elapsed().as_secs_f64() * 1000.0
                 };
@@ -256,7 +260,7 @@ pub fn migrate(
                     // QEMU 7.2 sometimes reports a post-copy downtime measured from a
                     // stale timestamp (seen: 3,097,810 ms for an 8.5 s migration);
                     // a downtime longer than the migration is not a measurement.
-                    downtime_ms: if converged {
+                    downtime_ms: if converged && f("total-time").is_some_and(|t| t > 0.0) {
                         f("downtime").filter(|d| *d <= total)
                     } else {
                         None
