@@ -68,7 +68,8 @@ impl ZeroCensus {
     /// error ([`ZeroCensus::nonzero_pages`]).
     pub fn with_fraction(total_pages: u64, steps: u32, fraction: f64) -> ZeroCensus {
         let steps = u64::from(steps.max(1));
-        let threshold = if fraction >= 1.0 || fraction.is_nan() {
+        // NaN (a bad share) reads almost nothing rather than everything.
+        let threshold = if fraction >= 1.0 {
             u64::MAX
         } else {
             (fraction.max(1e-6) * u64::MAX as f64) as u64

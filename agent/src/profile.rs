@@ -63,7 +63,8 @@ pub struct ProfileConfig {
     /// standard error is reported.
     pub zero_census: bool,
     /// Share of the CPU budget the census may use, on top of the sample's
-    /// 65 % (default [`CENSUS_SHARE`]).
+    /// 65 % (default [`CENSUS_SHARE`]; `f64::INFINITY`: every page whatever
+    /// it costs, as the lab does).
     pub census_share: f64,
 }
 

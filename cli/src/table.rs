@@ -78,7 +78,7 @@ pub fn recommendation_table(rec: &Recommendation) -> String {
         .prediction
         .algorithms
         .iter()
-        .filter(|a| a.p_converge < migsight_predictor::recommend::LIKELY)
+        .filter(|a| migsight_predictor::recommend::near_edge(a.p_converge))
         .map(|a| a.algorithm.name())
         .collect();
     if !edge.is_empty() {

@@ -232,12 +232,11 @@ pub fn migrate(
             "completed" | "failed" | "cancelled" => {
                 let converged = p.status == "completed";
                 let f = |k: &str| info.get(k).and_then(Value::as_f64);
+                // QEMU 7.2 once reported total-time 0 (and downtime 0) for a
+                // completed 4.7-s compress migration: not a measurement.
+                let qemu_total = f("total-time").filter(|t| *t > 0.0);
                 let total = if converged {
-                    // QEMU 7.2 once reported total-time 0 (and downtime 0) for a
-                    // completed 4.7-s compress migration: not a measurement.
-                    f("total-time")
-                        .filter(|t| *t > 0.0)
-                        .unwrap_or(start.elapsed().as_secs_f64() * 1000.0)
+                    qemu_total.unwrap_or(start.elapsed().as_secs_f64() * 1000.0)
                 } else {
                     start.elapsed().as_secs_f64() * 1000.0
                 };
@@ -260,7 +259,7 @@ pub fn migrate(
                     // QEMU 7.2 sometimes reports a post-copy downtime measured from a
                     // stale timestamp (seen: 3,097,810 ms for an 8.5 s migration);
                     // a downtime longer than the migration is not a measurement.
-                    downtime_ms: if converged && f("total-time").is_some_and(|t| t > 0.0) {
+                    downtime_ms: if converged && qemu_total.is_some() {
                         f("downtime").filter(|d| *d <= total)
                     } else {
                         None

@@ -320,7 +320,7 @@ impl GroupCtx<'_> {
             window: self.cfg.window,
             interval: self.cfg.interval,
             bandwidth_bps: self.bandwidth_bps,
-            census_share: 1.0,
+            census_share: f64::INFINITY,
             ..ProfileConfig::default()
         };
         let target = VmTarget::new(src.pid(), Some(src.agent_qmp_path.clone()));

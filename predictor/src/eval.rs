@@ -220,15 +220,15 @@ pub fn run(data: &Data, opts: &EvalOptions) -> EvalReport {
                         *v = f64::NAN;
                     }
                 }
-                let metrics: [MetricPrediction; 6] = model.predict_metrics(&mut x);
-                let p_converge = model.p_converge(&x);
+                let (metrics, p_converge): ([MetricPrediction; 6], f64) =
+                    model.predict_metrics(&mut x);
                 let mut p = p_converge;
                 for (metric, limit, upper) in opts.sla.limits() {
                     p *= model.metrics[metric.index()].p_within(
                         metrics[metric.index()].z,
                         limit,
                         upper,
-                        p_converge < crate::recommend::LIKELY,
+                        crate::recommend::near_edge(p_converge),
                     );
                 }
                 out.push((
@@ -311,7 +311,7 @@ pub fn run(data: &Data, opts: &EvalOptions) -> EvalReport {
                     ) else {
                         continue;
                     };
-                    if (o.p_converge < crate::recommend::LIKELY) != borderline {
+                    if crate::recommend::near_edge(o.p_converge) != borderline {
                         continue;
                     }
                     let p = o.metrics[m.index()];

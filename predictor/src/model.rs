@@ -343,22 +343,22 @@ impl AlgorithmModel {
     /// the residuals of such rows, which are far wider (measured on 664 lab
     /// rows, out of fold: 43 borderline rows were covered by the pooled
     /// 90 % interval only 42 % of the time, the others 96 %).
-    pub fn predict_metrics(&self, x: &mut [f64]) -> [MetricPrediction; 6] {
-        let borderline = self.is_borderline(x);
+    ///
+    /// Returns the six metrics and P(converges) (computed once: it also
+    /// picks the stratum).
+    pub fn predict_metrics(&self, x: &mut [f64]) -> ([MetricPrediction; 6], f64) {
+        let p_converge = self.p_converge(x);
+        let borderline = crate::recommend::near_edge(p_converge);
         let td = self.metrics[Metric::TD.index()].predict_at(x, borderline);
         x[inputs::TD_TIME] = inputs::td_time(x, td.value);
-        std::array::from_fn(|m| {
+        let metrics = std::array::from_fn(|m| {
             if m == Metric::TD.index() {
                 td
             } else {
                 self.metrics[m].predict_at(x, borderline)
             }
-        })
-    }
-
-    /// Whether row `x` falls in the borderline stratum of the intervals.
-    pub fn is_borderline(&self, x: &[f64]) -> bool {
-        self.p_converge(x) < crate::recommend::LIKELY
+        });
+        (metrics, p_converge)
     }
 
     pub fn p_converge(&self, x: &[f64]) -> f64 {
@@ -963,7 +963,7 @@ fn converge_out_of_fold(opts: &TrainOptions, algorithm: Algorithm, rows: &[&Row]
 pub fn train_algorithm(opts: &TrainOptions, algorithm: Algorithm, rows: &[&Row]) -> AlgorithmModel {
     let borderline: Vec<bool> = converge_out_of_fold(opts, algorithm, rows)
         .iter()
-        .map(|p| *p < crate::recommend::LIKELY)
+        .map(|p| crate::recommend::near_edge(*p))
         .collect();
     let (td, td_oof) = train_metric(opts, algorithm, Metric::TD, rows, &borderline);
     let stacked: Vec<Row> = rows
@@ -1240,7 +1240,7 @@ impl Model {
         let mut zs = Vec::with_capacity(5);
         for am in &self.algorithms {
             let mut x = inputs::row(&fv, am.algorithm, req.downtime_limit_ms);
-            let preds = am.predict_metrics(&mut x);
+            let (preds, p_converge) = am.predict_metrics(&mut x);
             let metrics = preds.map(|p| Interval {
                 value: p.value,
                 lo: p.lo,
@@ -1251,7 +1251,7 @@ impl Model {
             algorithms.push(AlgorithmPrediction {
                 algorithm: am.algorithm,
                 metrics,
-                p_converge: am.p_converge(&x),
+                p_converge,
                 explanation,
             });
             zs.push(z);
@@ -1292,7 +1292,7 @@ impl Model {
                         zs[i][metric.index()],
                         limit,
                         upper,
-                        p_converge[i] < crate::recommend::LIKELY,
+                        crate::recommend::near_edge(p_converge[i]),
                     );
                 }
                 p
@@ -1478,7 +1478,7 @@ mod tests {
         let am = &m.algorithms[r.algorithm.index()];
         let mut x = r.x.clone();
         assert!(x[inputs::TD_TIME].is_nan(), "a data row never carries it");
-        let p = am.predict_metrics(&mut x);
+        let (p, _) = am.predict_metrics(&mut x);
         let td = p[Metric::TD.index()].value;
         assert_eq!(x[inputs::TD_TIME], inputs::td_time(&x, td));
         let bw = x[Feature::VmPtr.index()];
@@ -1525,7 +1525,7 @@ mod tests {
         let (mut hit, mut n) = (0, 0);
         for r in test.rows.iter().filter(|r| r.converged) {
             let am = &m.algorithms[r.algorithm.index()];
-            let preds = am.predict_metrics(&mut r.x.clone());
+            let (preds, _) = am.predict_metrics(&mut r.x.clone());
             for metric in [Metric::TT, Metric::TD, Metric::DT] {
                 let p = preds[metric.index()];
                 let t = r.labels[metric.index()].unwrap();

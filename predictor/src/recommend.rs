@@ -20,6 +20,14 @@ use migsight_proto::Metric;
 /// more regret (data: 0.09 and 0.20) for little more safety.
 pub const LIKELY: f64 = 0.8;
 
+/// Whether a migration with this P(converges) is near (or past) the
+/// convergence edge: its intervals come from the borderline stratum
+/// ([`crate::model::MetricModel::borderline`]) and the tables say so.
+#[inline]
+pub fn near_edge(p_converge: f64) -> bool {
+    p_converge < LIKELY
+}
+
 /// Formats a metric value for sentences and table cells (one place, so
 /// `plan`, `predict`, `migrate` and the reasons agree).
 pub fn human(metric: Metric, v: f64) -> String {
