@@ -282,6 +282,34 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
             }
         }
     }
+    if !model.decisions.is_empty() {
+        outln!(
+            out,
+            "\nrecommendation fallback per objective (out-of-fold loss: the model's pick alone -> with the rule, {} training groups):",
+            model.decisions[0].groups
+        );
+        for d in &model.decisions {
+            let rule = if d.margin == 0.0 {
+                "none: the model's pick".to_string()
+            } else if d.margin.is_finite() {
+                format!(
+                    "{} unless another is predicted better by more than {:.1} %",
+                    d.default.name(),
+                    d.margin * 100.0
+                )
+            } else {
+                format!("{} whenever it is likely to meet the SLA", d.default.name())
+            };
+            outln!(
+                out,
+                "  {:<12} {:<66} {:.3} -> {:.3}",
+                d.objective.name(),
+                rule,
+                d.loss_model,
+                d.loss_rule
+            );
+        }
+    }
     if !model.notes.is_empty() {
         outln!(out, "\nnotes:");
         for n in &model.notes {

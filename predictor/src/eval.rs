@@ -8,6 +8,7 @@
 //! for the conformal intervals included), so coverage is measured honestly.
 
 use crate::data::{Data, Row};
+use crate::decision::{self, Decision, Outcome};
 use crate::family::FamilyKind;
 use crate::inputs;
 use crate::model::{assign_folds, parallel_map, train_algorithm, MetricPrediction, TrainOptions};
@@ -66,6 +67,11 @@ pub struct RecQuality {
     /// Fraction of the groups where `best_fixed` ran but truly missed the
     /// SLA (or did not converge), to read its regret against.
     pub best_fixed_violations: f64,
+    /// Groups whose pick was the fold's fallback default rather than the
+    /// model's top prediction ([`crate::decision`]).
+    pub fallback_groups: usize,
+    /// The fallback's default (with a margin above 0) most of those folds learned.
+    pub fallback_default: Option<String>,
 }
 
 /// Out-of-fold quality of P(converges).
@@ -206,7 +212,8 @@ pub fn run(data: &Data, opts: &EvalOptions) -> EvalReport {
                 .filter(|(i, r)| r.algorithm == a && fold_of[*i] != f)
                 .map(|(_, r)| r)
                 .collect();
-            let model = train_algorithm(&topts, a, &train);
+            let trained = train_algorithm(&topts, a, &train);
+            let model = trained.model;
             let ok = train.iter().filter(|r| r.converged).count();
             let p_constant = (ok as f64 + 1.0) / (train.len() as f64 + 2.0);
             let mut out = Vec::new();
@@ -241,13 +248,19 @@ pub fn run(data: &Data, opts: &EvalOptions) -> EvalReport {
                     },
                 ));
             }
-            out
+            (f, out, trained.outcomes)
         });
         train_seconds.push((family.name().to_string(), start.elapsed().as_secs_f64()));
         let mut oof: Vec<Option<Oof>> = vec![None; data.rows.len()];
-        for (i, o) in results.into_iter().flatten() {
-            oof[i] = Some(o);
+        // Each fold's recommendation fallback, learned from its training rows.
+        let mut outcomes: Vec<Vec<Outcome>> = vec![Vec::new(); k];
+        for (f, out, o) in results {
+            for (i, p) in out {
+                oof[i] = Some(p);
+            }
+            outcomes[f].extend(o);
         }
+        let decisions: Vec<Vec<Decision>> = outcomes.iter().map(|o| decision::learn(o)).collect();
         for a in Algorithm::ALL {
             for m in Metric::ALL {
                 let mut pred = Vec::new();
@@ -330,7 +343,11 @@ pub fn run(data: &Data, opts: &EvalOptions) -> EvalReport {
             }
         }
         for &objective in &opts.objectives {
-            if let Some(q) = rec_quality(data, &oof, family.name(), &opts.sla, objective) {
+            let rules: Vec<Option<&Decision>> = fold_of
+                .iter()
+                .map(|&f| decisions[f].iter().find(|d| d.objective == objective))
+                .collect();
+            if let Some(q) = rec_quality(data, &oof, &rules, family.name(), &opts.sla, objective) {
                 recommendation.push(q);
             }
         }
@@ -396,9 +413,11 @@ fn truly_meets(r: &Row, sla: &Sla) -> bool {
             })
 }
 
+/// `rules[i]`: the fallback rule of the fold row `i` was held out in.
 fn rec_quality(
     data: &Data,
     oof: &[Option<Oof>],
+    rules: &[Option<&Decision>],
     model: &str,
     sla: &Sla,
     objective: Objective,
@@ -417,6 +436,8 @@ fn rec_quality(
     let mut fixed_seen = [0usize; 5];
     let mut fixed_regrets: [Vec<f64>; 5] = Default::default();
     let mut fixed_misses = [0usize; 5];
+    let mut fallbacks = 0usize;
+    let mut defaults: std::collections::BTreeMap<&str, usize> = Default::default();
     for rows in by_group.values() {
         let rows: Vec<usize> = rows.iter().cloned().filter(|&i| oof[i].is_some()).collect();
         if rows.len() < 2 {
@@ -449,7 +470,23 @@ fn rec_quality(
                 }
             })
             .collect();
-        let pick = rows[recommend::order(&cands, lower_better)[0]];
+        let rule = rules.get(rows[0]).copied().flatten();
+        let default = rule.and_then(|d| {
+            rows.iter()
+                .position(|&i| data.rows[i].algorithm == d.default)
+        });
+        let (ranked, fell_back) = decision::prefer_default(
+            &recommend::order(&cands, lower_better),
+            &cands,
+            default,
+            rule.map_or(0.0, |d| d.margin),
+            lower_better,
+        );
+        fallbacks += fell_back as usize;
+        if let Some(d) = rule.filter(|d| d.margin > 0.0) {
+            *defaults.entry(d.default.name()).or_insert(0usize) += 1;
+        }
+        let pick = rows[ranked[0]];
         let regret = |i: usize| {
             let (b, p) = (obj(best).unwrap_or(0.0), obj(i).unwrap_or(0.0));
             if b != 0.0 {
@@ -514,6 +551,11 @@ fn rec_quality(
         best_fixed_violations: best_fixed.map_or(f64::NAN, |a| {
             fixed_misses[a.index()] as f64 / fixed_seen[a.index()].max(1) as f64
         }),
+        fallback_groups: fallbacks,
+        fallback_default: defaults
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(a, _)| a.to_string()),
     })
 }
 
@@ -662,19 +704,19 @@ pub fn rec_table(report: &EvalReport, sla: &Sla) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<9} {:<12} {:>6} {:>9} {:>12} {:>11} {:>42}",
+        "{:<9} {:<12} {:>6} {:>9} {:>12} {:>11} {:>42}  fallback picks",
         "model",
         "objective",
         "groups",
         "accuracy",
         "mean_regret",
         "violations",
-        "best fixed (accuracy, regret, violations)"
+        "best fixed (accuracy, regret, violations)",
     );
     for q in &report.recommendation {
         let _ = writeln!(
             s,
-            "{:<9} {:<12} {:>6} {:>9} {:>12} {:>11} {:>42}",
+            "{:<9} {:<12} {:>6} {:>9} {:>12} {:>11} {:>42}  {}",
             q.model,
             q.objective.name(),
             q.groups,
@@ -689,7 +731,11 @@ pub fn rec_table(report: &EvalReport, sla: &Sla) -> String {
                     f(q.best_fixed_regret, 3),
                     f(q.best_fixed_violations, 3)
                 ))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            match &q.fallback_default {
+                Some(a) => format!("{} ({a})", q.fallback_groups),
+                None => q.fallback_groups.to_string(),
+            }
         );
     }
     s
@@ -833,7 +879,16 @@ mod tests {
             })
         };
         let preds = vec![oof(9.0), oof(12.0), oof(9.0), oof(6.0)];
-        let q = rec_quality(&data, &preds, "m", &Sla::default(), Objective::Time).unwrap();
+        let no_rule = vec![None; 4];
+        let q = rec_quality(
+            &data,
+            &preds,
+            &no_rule,
+            "m",
+            &Sla::default(),
+            Objective::Time,
+        )
+        .unwrap();
         assert_eq!(q.groups, 2);
         assert_eq!(q.accuracy, 0.5);
         assert!((q.mean_regret - 0.125).abs() < 1e-12, "{}", q.mean_regret);
@@ -842,5 +897,22 @@ mod tests {
         assert_eq!(q.best_fixed_accuracy, 1.0);
         assert_eq!(q.best_fixed_regret, 0.0);
         assert_eq!(q.best_fixed_violations, 0.0);
+        assert_eq!(q.fallback_groups, 0);
+        // A fold rule "compress unless another is predicted > 50 % faster"
+        // turns the wrong pick (precopy, predicted 9 vs 12) into the right one.
+        let rule = Decision {
+            objective: Objective::Time,
+            default: Algorithm::Compress,
+            margin: 0.5,
+            groups: 40,
+            loss_model: 0.1,
+            loss_rule: 0.05,
+        };
+        let rules = vec![Some(&rule); 4];
+        let q = rec_quality(&data, &preds, &rules, "m", &Sla::default(), Objective::Time).unwrap();
+        assert_eq!(q.accuracy, 1.0);
+        assert_eq!(q.mean_regret, 0.0);
+        assert_eq!(q.fallback_groups, 1);
+        assert_eq!(q.fallback_default.as_deref(), Some("compress"));
     }
 }

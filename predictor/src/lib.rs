@@ -12,6 +12,7 @@
 pub mod analytic;
 pub mod cli;
 pub mod data;
+pub mod decision;
 pub mod eval;
 pub mod explain;
 pub mod family;

@@ -2,6 +2,7 @@
 //! intervals, explanations and recommendations.
 
 use crate::data::{self, Data, DataSource, Row};
+use crate::decision::{Decision, Outcome};
 use crate::family::{median_of, FamilyKind, FitInput, Regressor, Transform};
 use crate::gbdt::{Base, Gbdt, GbdtParams};
 use crate::inputs::{self, InputSpec, INPUT_COUNT};
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Version of the model file layout. Bump on any incompatible change.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// First bytes of a model file.
 pub const MAGIC: &[u8; 8] = b"MIGSMDL\n";
 /// Nominal coverage of the prediction intervals.
@@ -401,6 +402,8 @@ pub struct Model {
     /// Nominal interval coverage.
     pub coverage: f64,
     pub algorithms: Vec<AlgorithmModel>,
+    /// The recommendation's fallback per objective ([`crate::decision`]).
+    pub decisions: Vec<Decision>,
     pub notes: Vec<String>,
     pub training_seconds: f64,
 }
@@ -954,14 +957,26 @@ fn converge_out_of_fold(opts: &TrainOptions, algorithm: Algorithm, rows: &[&Row]
     p
 }
 
+/// One algorithm's model and its training rows' out-of-fold view (what
+/// [`crate::decision::learn`] learns the recommendation's fallback from).
+pub struct TrainedAlgorithm {
+    pub model: AlgorithmModel,
+    pub outcomes: Vec<Outcome>,
+}
+
 /// Trains everything for one algorithm.
 ///
 /// TD is trained first: its out-of-fold predictions, sent at each row's
 /// bandwidth, become TT's [`inputs::TD_TIME`] input (stacking; at prediction
 /// time the TD model's own prediction fills it, see
 /// [`AlgorithmModel::predict_metrics`]).
-pub fn train_algorithm(opts: &TrainOptions, algorithm: Algorithm, rows: &[&Row]) -> AlgorithmModel {
-    let borderline: Vec<bool> = converge_out_of_fold(opts, algorithm, rows)
+pub fn train_algorithm(
+    opts: &TrainOptions,
+    algorithm: Algorithm,
+    rows: &[&Row],
+) -> TrainedAlgorithm {
+    let p_oof = converge_out_of_fold(opts, algorithm, rows);
+    let borderline: Vec<bool> = p_oof
         .iter()
         .map(|p| crate::recommend::near_edge(*p))
         .collect();
@@ -976,21 +991,50 @@ pub fn train_algorithm(opts: &TrainOptions, algorithm: Algorithm, rows: &[&Row])
         })
         .collect();
     let stacked: Vec<&Row> = stacked.iter().collect();
-    let metrics = Metric::ALL
+    let (metrics, oof): (Vec<MetricModel>, Vec<Vec<Option<f64>>>) = Metric::ALL
         .iter()
         .map(|&m| match m {
-            Metric::TD => td.clone(),
-            Metric::TT => train_metric(opts, algorithm, m, &stacked, &borderline).0,
-            _ => train_metric(opts, algorithm, m, rows, &borderline).0,
+            Metric::TD => (td.clone(), td_oof.clone()),
+            Metric::TT => train_metric(opts, algorithm, m, &stacked, &borderline),
+            _ => train_metric(opts, algorithm, m, rows, &borderline),
         })
-        .collect();
-    AlgorithmModel {
+        .unzip();
+    let model = AlgorithmModel {
         algorithm,
         rows: rows.len() as u64,
         converged_rows: rows.iter().filter(|r| r.converged).count() as u64,
         converge: train_converge(opts, algorithm, rows),
         metrics,
-    }
+    };
+    // Rows without an out-of-fold prediction (not converged, unlabelled) were
+    // never fitted on: the final model's prediction is out of sample for them.
+    let outcomes = rows
+        .iter()
+        .enumerate()
+        .map(|(k, r)| {
+            let mut pred = [f64::NAN; 6];
+            let mut full = None;
+            for m in Metric::ALL {
+                pred[m.index()] = match oof[m.index()][k] {
+                    Some(v) => v,
+                    None => {
+                        full.get_or_insert_with(|| model.predict_metrics(&mut r.x.clone()).0)
+                            [m.index()]
+                        .value
+                    }
+                };
+            }
+            Outcome {
+                group: r.group.clone(),
+                algorithm,
+                converged: r.converged,
+                labels: r.labels,
+                pred,
+                p_converge: p_oof[k],
+            }
+        })
+        .collect();
+    TrainedAlgorithm { model, outcomes }
 }
 
 fn now_unix() -> u64 {
@@ -1013,13 +1057,20 @@ impl Model {
         opts.allowed = inputs_used.clone();
         let per_alg: Vec<Vec<&Row>> = Algorithm::ALL.iter().map(|&a| data.of(a)).collect();
         let jobs: Vec<Algorithm> = Algorithm::ALL.to_vec();
-        let algorithms = parallel_map(&jobs, opts.threads, |&a| {
+        let trained = parallel_map(&jobs, opts.threads, |&a| {
             let t = TrainOptions {
                 threads: 1,
                 ..opts.clone()
             };
             train_algorithm(&t, a, &per_alg[a.index()])
         });
+        let decisions = crate::decision::learn(
+            &trained
+                .iter()
+                .flat_map(|t| t.outcomes.iter().cloned())
+                .collect::<Vec<_>>(),
+        );
+        let algorithms: Vec<AlgorithmModel> = trained.into_iter().map(|t| t.model).collect();
         let mut notes = Vec::new();
         if data.partial_lines > 0 {
             notes.push(format!(
@@ -1072,6 +1123,7 @@ impl Model {
                 .collect(),
             coverage: COVERAGE,
             algorithms,
+            decisions,
             notes,
             training_seconds: start.elapsed().as_secs_f64(),
         }
@@ -1148,7 +1200,15 @@ impl Model {
                 }
             }
         }
+        if !self.decisions.iter().all(Decision::is_valid) {
+            return Err("bad recommendation fallback".into());
+        }
         Ok(())
+    }
+
+    /// The recommendation's fallback rule for `objective`, if one was learned.
+    pub fn decision(&self, objective: migsight_proto::wire::Objective) -> Option<&Decision> {
+        self.decisions.iter().find(|d| d.objective == objective)
     }
 
     /// Writes the model atomically.
@@ -1313,6 +1373,7 @@ impl Model {
             &p,
             req.sla,
             req.objective,
+            self.decision(req.objective),
         ))
     }
 }

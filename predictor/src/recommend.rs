@@ -5,6 +5,7 @@
 //! first, best objective value first; the rest follow by falling P. The reason sentence
 //! names the winner's objective value, its interval and its P.
 
+use crate::decision::Decision;
 use migsight_proto::units::{HumanBytes, HumanMs};
 use migsight_proto::wire::{Objective, Prediction, RankedAlgorithm, Recommendation, Sla};
 use migsight_proto::Metric;
@@ -83,16 +84,21 @@ pub struct Candidate {
     pub value: f64,
 }
 
-/// Orders candidates best first; returns indices. Tiers: point predictions
-/// meet the SLA and P ≥ [`LIKELY`] (by objective), then point predictions
-/// meet it but P is lower (by P), then the rest (by P); ties by objective.
-pub fn order(cands: &[Candidate], lower_better: bool) -> Vec<usize> {
-    let key = |v: f64| if lower_better { v } else { -v };
-    let tier = |c: &Candidate| match (c.point_meets, c.p >= LIKELY) {
+/// A candidate's tier: 0 when its point prediction meets the SLA and
+/// P ≥ [`LIKELY`], 1 when it meets it with a lower P, 2 otherwise.
+pub fn tier(c: &Candidate) -> u8 {
+    match (c.point_meets, c.p >= LIKELY) {
         (true, true) => 0,
         (true, false) => 1,
         _ => 2,
-    };
+    }
+}
+
+/// Orders candidates best first; returns indices. Tiers ([`tier`]): point
+/// predictions meet the SLA and P ≥ [`LIKELY`] (by objective), then point
+/// predictions meet it but P is lower (by P), then the rest (by P); ties by objective.
+pub fn order(cands: &[Candidate], lower_better: bool) -> Vec<usize> {
+    let key = |v: f64| if lower_better { v } else { -v };
     let mut idx: Vec<usize> = (0..cands.len()).collect();
     idx.sort_by(|&a, &b| {
         let (ca, cb) = (&cands[a], &cands[b]);
@@ -121,12 +127,14 @@ pub fn point_meets(sla: &Sla, value: impl Fn(Metric) -> f64) -> bool {
     })
 }
 
-/// Ranks a prediction; `p_meets[i]` is algorithm `i`'s P(meets SLA).
+/// Ranks a prediction; `p_meets[i]` is algorithm `i`'s P(meets SLA);
+/// `decision` is the model's fallback rule for the objective, if it has one.
 pub fn rank(
     prediction: Prediction,
     p_meets: &[f64],
     sla: Sla,
     objective: Objective,
+    decision: Option<&Decision>,
 ) -> Recommendation {
     let (metric, lower_better) = objective.metric();
     let all: Vec<RankedAlgorithm> = prediction
@@ -149,10 +157,13 @@ pub fn rank(
             value: r.objective_value,
         })
         .collect();
-    let ranked: Vec<RankedAlgorithm> = order(&cands, lower_better)
-        .into_iter()
-        .map(|i| all[i].clone())
-        .collect();
+    let model_order = order(&cands, lower_better);
+    let model_pick = all[model_order[0]].clone();
+    let default = decision.and_then(|d| all.iter().position(|r| r.algorithm == d.default));
+    let margin = decision.map_or(0.0, |d| d.margin);
+    let (final_order, fell_back) =
+        crate::decision::prefer_default(&model_order, &cands, default, margin, lower_better);
+    let ranked: Vec<RankedAlgorithm> = final_order.into_iter().map(|i| all[i].clone()).collect();
     let best = ranked[0].clone();
     let ap = prediction
         .algorithms
@@ -174,7 +185,24 @@ pub fn rank(
         Objective::Performance => "VM performance",
         Objective::Cpu => "extra source CPU",
     };
-    let reason = if meets_sla && best.p_meets_sla >= LIKELY {
+    let reason = if fell_back {
+        format!(
+            "{} is recommended: {} is predicted {} {what} ({} vs {}), but by no more than {}, a difference this model's predictions do not resolve (on its training data, out of fold, choosing {} for {} unless another algorithm is predicted better by more than that gave the least regret); P(meets SLA) = {:.2}.",
+            best.algorithm,
+            model_pick.algorithm,
+            if lower_better { "a lower" } else { "a higher" },
+            human(metric, model_pick.objective_value),
+            human(metric, iv.value),
+            if margin.is_finite() {
+                format!("{:.1} %", margin * 100.0)
+            } else {
+                "any margin".to_string()
+            },
+            best.algorithm,
+            objective.name(),
+            best.p_meets_sla
+        )
+    } else if meets_sla && best.p_meets_sla >= LIKELY {
         format!(
             "{} has the {} {what} ({}, 90 % interval {}–{}) of the {tier0} algorithm{} likely to meet the SLA ({}); P(meets SLA) = {:.2}.",
             best.algorithm,
@@ -261,7 +289,7 @@ mod tests {
             [1e3, 2e3, 3e3, 4e3, 9e3],
             [0.9; 5],
         );
-        let r = rank(p, &[0.45, 0.1, 0.1, 0.1, 0.3], sla, Objective::Time);
+        let r = rank(p, &[0.45, 0.1, 0.1, 0.1, 0.3], sla, Objective::Time, None);
         assert_eq!(r.recommended, Algorithm::Postcopy);
         assert!(r.meets_sla);
         assert!(r.reason.contains("not likely"), "{}", r.reason);
@@ -276,23 +304,48 @@ mod tests {
             &[0.85, 0.9, 0.1, 0.1, 0.95],
             sla,
             Objective::Time,
+            None,
         );
         assert_eq!(r.recommended, Algorithm::AutoConverge);
         assert!(r.reason.contains("lowest total time"), "{}", r.reason);
         assert_eq!(r.ranked[0].algorithm, Algorithm::AutoConverge);
         assert_eq!(r.ranked[1].algorithm, Algorithm::Precopy);
         assert_eq!(r.ranked[2].algorithm, Algorithm::Postcopy);
+        // A fallback rule: auto-converge is predicted 60 % faster than the
+        // default precopy; within a 70 % margin precopy is kept, and says why.
+        let rule = |margin: f64| Decision {
+            objective: Objective::Time,
+            default: Algorithm::Precopy,
+            margin,
+            groups: 50,
+            loss_model: 0.2,
+            loss_rule: 0.1,
+        };
+        let likely = [0.85, 0.9, 0.1, 0.1, 0.95];
+        let r = rank(p.clone(), &likely, sla, Objective::Time, Some(&rule(0.7)));
+        assert_eq!(r.recommended, Algorithm::Precopy);
+        assert_eq!(r.ranked[1].algorithm, Algorithm::AutoConverge);
+        assert!(r.reason.contains("70.0 %"), "{}", r.reason);
+        assert!(
+            r.reason
+                .contains("auto-converge is predicted a lower total time"),
+            "{}",
+            r.reason
+        );
+        let r = rank(p.clone(), &likely, sla, Objective::Time, Some(&rule(0.5)));
+        assert_eq!(r.recommended, Algorithm::AutoConverge);
         // Faster but just below the "likely" bar: the slower, surer one wins.
         let r = rank(
             p,
             &[0.85, LIKELY - 0.01, 0.1, 0.1, 0.95],
             sla,
             Objective::Time,
+            None,
         );
         assert_eq!(r.recommended, Algorithm::Precopy);
         // Nobody meets: best chance, and the reason says so.
         let p = prediction([900.0; 5], [1e3; 5], [0.9; 5]);
-        let r = rank(p, &[0.1, 0.2, 0.05, 0.01, 0.15], sla, Objective::Data);
+        let r = rank(p, &[0.1, 0.2, 0.05, 0.01, 0.15], sla, Objective::Data, None);
         assert_eq!(r.recommended, Algorithm::AutoConverge);
         assert!(!r.meets_sla);
         assert!(r.reason.starts_with("No algorithm"));
