@@ -21,13 +21,20 @@
 //! the margin is 0 and the ranking is the model's.
 
 use crate::recommend::{self, Candidate};
-use migsight_proto::wire::Objective;
+use migsight_proto::wire::{Objective, Sla};
 use migsight_proto::Algorithm;
 use serde::{Deserialize, Serialize};
 
 /// Candidate margins (relative advantage over the default), smallest first;
 /// infinity = the default whenever it is likely to meet the SLA.
 pub const MARGINS: [f64; 9] = [0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, f64::INFINITY];
+
+/// How much lower the default's P(meets SLA) may be than the model's pick's
+/// for the rule to apply: the rule trades a predicted objective for a surer
+/// default, never for a worse chance of meeting the SLA. (Without an SLA P is
+/// P(converges), whose classifiers top out at 1 − 1/(n + 2): a small slack
+/// keeps two near-certain algorithms comparable.)
+pub const P_SLACK: f64 = 0.01;
 
 /// Fewest paired groups a rule is learned from (below: the model alone).
 pub const MIN_GROUPS: usize = 20;
@@ -52,6 +59,17 @@ impl Decision {
     pub fn is_valid(&self) -> bool {
         self.margin >= 0.0 && self.loss_model.is_finite() && self.loss_rule.is_finite()
     }
+}
+
+/// The rule to apply to a request under `sla`: rules are learned without
+/// SLA limits (`train` cannot know them), so they apply only to requests
+/// without any. Measured on 821 lab rows (seed 42, DT ≤ 50 ms, TT ≤ 30 s):
+/// applied under that SLA, the performance rule raised the picks that
+/// truly missed the SLA from 4.7 % to 12–14 % of groups, because post-copy's
+/// P(meets SLA) is over-confident there; under an SLA, P(meets SLA) orders
+/// the risk and the ranking stays the model's.
+pub fn for_request<'a>(rule: Option<&'a Decision>, sla: &Sla) -> Option<&'a Decision> {
+    rule.filter(|_| sla.limits().is_empty())
 }
 
 /// One training row as the rule sees it: its truth and its out-of-fold prediction.
@@ -103,6 +121,7 @@ pub fn prefer_default(
     if top == d
         || recommend::tier(&cands[top]) != 0
         || recommend::tier(&cands[d]) != 0
+        || cands[d].p < cands[top].p - P_SLACK
         || advantage(&cands[top], &cands[d], lower_better) > margin
     {
         return (out, false);

@@ -345,7 +345,12 @@ pub fn run(data: &Data, opts: &EvalOptions) -> EvalReport {
         for &objective in &opts.objectives {
             let rules: Vec<Option<&Decision>> = fold_of
                 .iter()
-                .map(|&f| decisions[f].iter().find(|d| d.objective == objective))
+                .map(|&f| {
+                    decision::for_request(
+                        decisions[f].iter().find(|d| d.objective == objective),
+                        &opts.sla,
+                    )
+                })
                 .collect();
             if let Some(q) = rec_quality(data, &oof, &rules, family.name(), &opts.sla, objective) {
                 recommendation.push(q);

@@ -159,6 +159,7 @@ pub fn rank(
         .collect();
     let model_order = order(&cands, lower_better);
     let model_pick = all[model_order[0]].clone();
+    let decision = crate::decision::for_request(decision, &sla);
     let default = decision.and_then(|d| all.iter().position(|r| r.algorithm == d.default));
     let margin = decision.map_or(0.0, |d| d.margin);
     let (final_order, fell_back) =
@@ -321,8 +322,12 @@ mod tests {
             loss_model: 0.2,
             loss_rule: 0.1,
         };
-        let likely = [0.85, 0.9, 0.1, 0.1, 0.95];
+        let likely = [0.9, 0.9, 0.1, 0.1, 0.95];
+        let none = Sla::default();
+        // Rules are learned without SLA limits and apply only without them.
         let r = rank(p.clone(), &likely, sla, Objective::Time, Some(&rule(0.7)));
+        assert_eq!(r.recommended, Algorithm::AutoConverge);
+        let r = rank(p.clone(), &likely, none, Objective::Time, Some(&rule(0.7)));
         assert_eq!(r.recommended, Algorithm::Precopy);
         assert_eq!(r.ranked[1].algorithm, Algorithm::AutoConverge);
         assert!(r.reason.contains("70.0 %"), "{}", r.reason);
@@ -332,7 +337,16 @@ mod tests {
             "{}",
             r.reason
         );
-        let r = rank(p.clone(), &likely, sla, Objective::Time, Some(&rule(0.5)));
+        let r = rank(p.clone(), &likely, none, Objective::Time, Some(&rule(0.5)));
+        assert_eq!(r.recommended, Algorithm::AutoConverge);
+        // Nor for a default less likely to converge than the pick.
+        let r = rank(
+            p.clone(),
+            &[0.85, 0.9, 0.1, 0.1, 0.95],
+            none,
+            Objective::Time,
+            Some(&rule(0.7)),
+        );
         assert_eq!(r.recommended, Algorithm::AutoConverge);
         // Faster but just below the "likely" bar: the slower, surer one wins.
         let r = rank(
