@@ -72,6 +72,9 @@ pub struct RecQuality {
     pub fallback_groups: usize,
     /// The fallback's default (with a margin above 0) most of those folds learned.
     pub fallback_default: Option<String>,
+    /// Paired groups left out: a converged row lacked a label the SLA or the
+    /// objective needs.
+    pub unjudged: usize,
 }
 
 /// Out-of-fold quality of P(converges).
@@ -442,6 +445,7 @@ fn rec_quality(
     let mut fixed_regrets: [Vec<f64>; 5] = Default::default();
     let mut fixed_misses = [0usize; 5];
     let mut fallbacks = 0usize;
+    let mut unjudged = 0usize;
     let mut defaults: std::collections::BTreeMap<&str, usize> = Default::default();
     for rows in by_group.values() {
         let rows: Vec<usize> = rows.iter().cloned().filter(|&i| oof[i].is_some()).collect();
@@ -449,6 +453,22 @@ fn rec_quality(
             continue;
         }
         let obj = |i: usize| data.rows[i].labels[metric.index()];
+        // A converged row without a label the SLA or objective needs cannot
+        // be judged (e.g. post-copy rows whose QEMU-reported downtime was
+        // refused): its group is left out rather than counted as a miss.
+        let unknown = |i: usize| {
+            let r = &data.rows[i];
+            r.converged
+                && (obj(i).is_none()
+                    || sla
+                        .limits()
+                        .into_iter()
+                        .any(|(m, _, _)| r.labels[m.index()].is_none()))
+        };
+        if rows.iter().any(|&i| unknown(i)) {
+            unjudged += 1;
+            continue;
+        }
         let feasible: Vec<usize> = rows
             .iter()
             .cloned()
@@ -557,6 +577,7 @@ fn rec_quality(
             fixed_misses[a.index()] as f64 / fixed_seen[a.index()].max(1) as f64
         }),
         fallback_groups: fallbacks,
+        unjudged,
         fallback_default: defaults
             .into_iter()
             .max_by_key(|(_, n)| *n)
@@ -700,7 +721,7 @@ pub fn rec_table(report: &EvalReport, sla: &Sla) -> String {
         .collect();
     let _ = writeln!(
         s,
-        "\nrecommendation quality on paired groups (SLA: {})",
+        "\nrecommendation quality on paired groups (SLA: {}; left out: groups with a converged row lacking a label the SLA or objective needs)",
         if limits.is_empty() {
             "none".to_string()
         } else {
@@ -709,10 +730,11 @@ pub fn rec_table(report: &EvalReport, sla: &Sla) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<9} {:<12} {:>6} {:>9} {:>12} {:>11} {:>42}  fallback picks",
+        "{:<9} {:<12} {:>6} {:>8} {:>9} {:>12} {:>11} {:>42}  fallback picks",
         "model",
         "objective",
         "groups",
+        "left out",
         "accuracy",
         "mean_regret",
         "violations",
@@ -721,10 +743,11 @@ pub fn rec_table(report: &EvalReport, sla: &Sla) -> String {
     for q in &report.recommendation {
         let _ = writeln!(
             s,
-            "{:<9} {:<12} {:>6} {:>9} {:>12} {:>11} {:>42}  {}",
+            "{:<9} {:<12} {:>6} {:>8} {:>9} {:>12} {:>11} {:>42}  {}",
             q.model,
             q.objective.name(),
             q.groups,
+            q.unjudged,
             f(q.accuracy, 3),
             f(q.mean_regret, 3),
             f(q.sla_violations, 3),
@@ -919,5 +942,20 @@ mod tests {
         assert_eq!(q.mean_regret, 0.0);
         assert_eq!(q.fallback_groups, 1);
         assert_eq!(q.fallback_default.as_deref(), Some("compress"));
+        // A converged row without the objective's label: its group is left
+        // out, not judged with that row as a miss.
+        let mut data = data;
+        data.rows[1].labels[Metric::TT.index()] = None;
+        let q = rec_quality(
+            &data,
+            &preds,
+            &no_rule,
+            "m",
+            &Sla::default(),
+            Objective::Time,
+        )
+        .unwrap();
+        assert_eq!((q.groups, q.unjudged), (1, 1));
+        assert_eq!(q.accuracy, 1.0);
     }
 }
