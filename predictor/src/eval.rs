@@ -908,15 +908,10 @@ mod tests {
         };
         let preds = vec![oof(9.0), oof(12.0), oof(9.0), oof(6.0)];
         let no_rule = vec![None; 4];
-        let q = rec_quality(
-            &data,
-            &preds,
-            &no_rule,
-            "m",
-            &Sla::default(),
-            Objective::Time,
-        )
-        .unwrap();
+        let judge = |data: &Data, rules: &[Option<&Decision>]| {
+            rec_quality(data, &preds, rules, "m", &Sla::default(), Objective::Time).unwrap()
+        };
+        let q = judge(&data, &no_rule);
         assert_eq!(q.groups, 2);
         assert_eq!(q.accuracy, 0.5);
         assert!((q.mean_regret - 0.125).abs() < 1e-12, "{}", q.mean_regret);
@@ -937,7 +932,7 @@ mod tests {
             loss_rule: 0.05,
         };
         let rules = vec![Some(&rule); 4];
-        let q = rec_quality(&data, &preds, &rules, "m", &Sla::default(), Objective::Time).unwrap();
+        let q = judge(&data, &rules);
         assert_eq!(q.accuracy, 1.0);
         assert_eq!(q.mean_regret, 0.0);
         assert_eq!(q.fallback_groups, 1);
@@ -946,15 +941,7 @@ mod tests {
         // out, not judged with that row as a miss.
         let mut data = data;
         data.rows[1].labels[Metric::TT.index()] = None;
-        let q = rec_quality(
-            &data,
-            &preds,
-            &no_rule,
-            "m",
-            &Sla::default(),
-            Objective::Time,
-        )
-        .unwrap();
+        let q = judge(&data, &no_rule);
         assert_eq!((q.groups, q.unjudged), (1, 1));
         assert_eq!(q.accuracy, 1.0);
     }
