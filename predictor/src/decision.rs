@@ -15,14 +15,14 @@
 //! whose constant choice had the least loss over the paired groups; the
 //! margin is the smallest of [`MARGINS`] with the least loss when the
 //! model's pick replaces the default only if predicted better by more than
-//! it. A group's loss is the pick's relative regret (capped at 1), or 1 when
-//! the pick did not converge. The rule is kept only when its mean gain over
+//! it. A group's loss is the pick's [`regret`] (relative; CPU per core, MEM
+//! per GiB; capped at 1), or 1 when the pick did not converge. The rule is kept only when its mean gain over
 //! the model's pick exceeds twice the gain's standard error across groups; else
 //! the margin is 0 and the ranking is the model's.
 
 use crate::recommend::{self, Candidate};
 use migsight_proto::wire::{Objective, Sla};
-use migsight_proto::Algorithm;
+use migsight_proto::{Algorithm, Metric};
 use serde::{Deserialize, Serialize};
 
 /// Candidate margins (relative advantage over the default), smallest first;
@@ -70,6 +70,31 @@ impl Decision {
 /// SLA misses 1.6 % both).
 pub fn for_request<'a>(rule: Option<&'a Decision>, sla: &Sla) -> Option<&'a Decision> {
     rule.filter(|_| sla.limits().is_empty())
+}
+
+/// Regret of a pick whose true objective value is `value` when the best
+/// was `best`: relative for TT, DT, TD and PERF (`|value − best| / best`),
+/// absolute for the deltas CPU (percentage points of a core) and MEM (MiB),
+/// whose best is often near or below zero (a relative regret there reads
+/// 200 % for 3 % vs 1 % of a core).
+pub fn regret(metric: Metric, value: f64, best: f64) -> f64 {
+    match metric {
+        Metric::CPU | Metric::MEM => (value - best).abs(),
+        _ if best != 0.0 => ((value - best) / best).abs(),
+        _ => 0.0,
+    }
+}
+
+/// A group's loss for a feasible pick: its regret on a scale where 1 is as
+/// bad as a pick that did not converge (relative regret 100 %, a whole
+/// core, 1 GiB), capped at 1.
+fn loss(metric: Metric, value: f64, best: f64) -> f64 {
+    let scale = match metric {
+        Metric::CPU => 100.0,
+        Metric::MEM => 1024.0,
+        _ => 1.0,
+    };
+    (regret(metric, value, best) / scale).min(1.0)
 }
 
 /// One training row as the rule sees it: its truth and its out-of-fold prediction.
@@ -162,8 +187,7 @@ pub fn learn(outcomes: &[Outcome]) -> Vec<Decision> {
                     g.iter()
                         .map(|o| match o.labels[m].filter(|_| feasible(o)) {
                             None => 1.0,
-                            Some(_) if best == 0.0 => 0.0,
-                            Some(v) => ((v - best) / best).abs().min(1.0),
+                            Some(v) => loss(metric, v, best),
                         })
                         .collect(),
                 )
@@ -245,7 +269,6 @@ pub fn learn(outcomes: &[Outcome]) -> Vec<Decision> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use migsight_proto::Metric;
 
     fn outcome(group: usize, a: Algorithm, perf: f64, pred: f64) -> Outcome {
         let mut labels = [Some(1.0); 6];

@@ -53,14 +53,16 @@ pub struct RecQuality {
     pub groups: usize,
     /// Recommended algorithm was the true best.
     pub accuracy: f64,
-    /// Mean relative regret of the recommended algorithm's true objective vs the best's, over groups where it met the SLA.
+    /// Mean regret ([`decision::regret`]: relative; CPU in percentage points
+    /// of a core, MEM in MiB) of the recommended algorithm's true objective vs
+    /// the best's, over groups where it met the SLA.
     pub mean_regret: f64,
     /// Fraction of groups where the recommended algorithm truly missed the SLA (or did not converge).
     pub sla_violations: f64,
     /// The single fixed algorithm with the highest accuracy, for comparison.
     pub best_fixed: Option<Algorithm>,
     pub best_fixed_accuracy: f64,
-    /// Mean relative regret of always choosing `best_fixed` (groups where
+    /// Mean regret (same measure) of always choosing `best_fixed` (groups where
     /// it ran and met the SLA): a fixed choice that is rarely the best can
     /// still be close to it, so accuracy alone can flatter either side.
     pub best_fixed_regret: f64,
@@ -512,14 +514,8 @@ fn rec_quality(
             *defaults.entry(d.default.name()).or_insert(0usize) += 1;
         }
         let pick = rows[ranked[0]];
-        let regret = |i: usize| {
-            let (b, p) = (obj(best).unwrap_or(0.0), obj(i).unwrap_or(0.0));
-            if b != 0.0 {
-                ((p - b) / b).abs()
-            } else {
-                0.0
-            }
-        };
+        let regret =
+            |i: usize| decision::regret(metric, obj(i).unwrap_or(0.0), obj(best).unwrap_or(0.0));
         let best_alg = data.rows[best].algorithm;
         if data.rows[pick].algorithm == best_alg {
             correct += 1;
@@ -721,7 +717,7 @@ pub fn rec_table(report: &EvalReport, sla: &Sla) -> String {
         .collect();
     let _ = writeln!(
         s,
-        "\nrecommendation quality on paired groups (SLA: {}; left out: groups with a converged row lacking a label the SLA or objective needs)",
+        "\nrecommendation quality on paired groups (SLA: {}; left out: groups with a converged row lacking a label the SLA or objective needs; regret relative, for cpu in points of a core)",
         if limits.is_empty() {
             "none".to_string()
         } else {
