@@ -51,7 +51,7 @@ fi
 
 if [ -z "${SKIP_CARGO_BENCH:-}" ]; then
     echo "== cargo bench (training time, prediction latency, daemon throughput)"
-    (cd "$ROOT" && MIGSIGHT_BENCH_DATA="$1" cargo bench -q -p migsight-predictor --bench predictor 2>/dev/null) \
+    (cd "$ROOT" && MIGSIGHT_BENCH_DATA="$(realpath "$1")" cargo bench -q -p migsight-predictor --bench predictor 2>/dev/null) \
         | grep -vE '^(running|test |$)' | tee "$OUT/bench.txt"
 else
     : >"$OUT/bench.txt"
