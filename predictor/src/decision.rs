@@ -177,11 +177,17 @@ pub fn learn(outcomes: &[Outcome]) -> Vec<Decision> {
     for objective in Objective::ALL.into_iter().filter(|o| has_rule(*o)) {
         let (metric, lower_better) = objective.metric();
         let m = metric.index();
-        // The group's loss for each row as the pick, or None without a feasible row.
+        // The group's loss for each row as the pick, or None without a
+        // feasible row or with a converged row whose label is unknown (left
+        // out, as `eval` does: it cannot be judged).
         let losses: Vec<Option<Vec<f64>>> = groups
             .iter()
             .map(|g| {
-                let feasible = |o: &Outcome| o.converged && o.labels[m].is_some_and(f64::is_finite);
+                let known = |o: &Outcome| o.labels[m].is_some_and(f64::is_finite);
+                if g.iter().any(|o| o.converged && !known(o)) {
+                    return None;
+                }
+                let feasible = |o: &Outcome| o.converged && known(o);
                 let best = g
                     .iter()
                     .filter(|o| feasible(o))
