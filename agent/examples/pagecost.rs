@@ -3,7 +3,7 @@ use migsight_agent::guest_memory::{GuestMemory, PAGE};
 use migsight_agent::procfs::thread_cpu_seconds;
 use migsight_agent::sampler::*;
 
-fn main() {
+fn main() -> anyhow::Result<()> {
     let total = 131072usize;
     let mut mem = vec![0u8; total * PAGE];
     let mut rng = Rng::new(1);
@@ -18,7 +18,7 @@ fn main() {
     for round in 0..3 {
         let t = thread_cpu_seconds();
         for ch in pages.chunks(1024) {
-            gm.read_pages(ch, &mut buf[..ch.len() * PAGE]).unwrap();
+            gm.read_pages(ch, &mut buf[..ch.len() * PAGE])?;
         }
         let read = thread_cpu_seconds() - t;
         let t = thread_cpu_seconds();
@@ -47,4 +47,5 @@ fn main() {
         println!("round {round}: per page read {:.3} us, hash {:.3} us, compare {:.3} us, entropy {:.3} us ({x} {y} {z})",
             read / k as f64 * 1e6, hash / k as f64 * 1e6, cmp / k as f64 * 1e6, ent / k as f64 * 1e6);
     }
+    Ok(())
 }

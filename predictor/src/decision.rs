@@ -107,6 +107,35 @@ fn has_rule(objective: Objective) -> bool {
     !matches!(objective.metric().0, Metric::CPU | Metric::MEM)
 }
 
+/// Whether a row can be judged for `needed` metrics: a converged row must
+/// have each label (a missing one — e.g. a post-copy downtime QEMU
+/// misreported and the lab refused — leaves its group out, rather than
+/// counting the row as a miss). Used by [`learn`] and `eval` alike.
+pub fn judgeable(
+    converged: bool,
+    labels: &[Option<f64>; 6],
+    mut needed: impl Iterator<Item = Metric>,
+) -> bool {
+    !converged || needed.all(|m| labels[m.index()].is_some_and(f64::is_finite))
+}
+
+/// Index of the best of `values` (`None` = infeasible), by the objective's
+/// direction; ties keep the first.
+pub fn best_index(values: &[Option<f64>], lower_better: bool) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, v) in values.iter().enumerate() {
+        let Some(v) = *v else { continue };
+        let better = match best {
+            None => true,
+            Some((_, b)) => (lower_better && v < b) || (!lower_better && v > b),
+        };
+        if better {
+            best = Some((i, v));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
 /// One training row as the rule sees it: its truth and its out-of-fold prediction.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -183,28 +212,21 @@ pub fn learn(outcomes: &[Outcome]) -> Vec<Decision> {
         let losses: Vec<Option<Vec<f64>>> = groups
             .iter()
             .map(|g| {
-                let known = |o: &Outcome| o.labels[m].is_some_and(f64::is_finite);
-                if g.iter().any(|o| o.converged && !known(o)) {
+                if !g
+                    .iter()
+                    .all(|o| judgeable(o.converged, &o.labels, std::iter::once(metric)))
+                {
                     return None;
                 }
-                let feasible = |o: &Outcome| o.converged && known(o);
-                let best = g
+                let values: Vec<Option<f64>> = g
                     .iter()
-                    .filter(|o| feasible(o))
-                    .filter_map(|o| o.labels[m])
-                    .reduce(|a, b| {
-                        if (lower_better && b < a) || (!lower_better && b > a) {
-                            b
-                        } else {
-                            a
-                        }
-                    })?;
+                    .map(|o| o.labels[m].filter(|_| o.converged))
+                    .collect();
+                let best = values[best_index(&values, lower_better)?]?;
                 Some(
-                    g.iter()
-                        .map(|o| match o.labels[m].filter(|_| feasible(o)) {
-                            None => 1.0,
-                            Some(v) => loss(metric, v, best),
-                        })
+                    values
+                        .iter()
+                        .map(|v| v.map_or(1.0, |v| loss(metric, v, best)))
                         .collect(),
                 )
             })
@@ -357,6 +379,23 @@ mod tests {
             .unwrap();
         assert_eq!(perf.margin, 0.0, "{perf:?}");
         assert_eq!(perf.loss_model, 0.0);
+    }
+
+    #[test]
+    fn judging_helpers() {
+        let v = [None, Some(3.0), Some(1.0), Some(1.0)];
+        assert_eq!(best_index(&v, true), Some(2));
+        assert_eq!(best_index(&v, false), Some(1));
+        assert_eq!(best_index(&[None, None], true), None);
+        let mut labels = [Some(1.0); 6];
+        labels[Metric::DT.index()] = None;
+        let dt = || std::iter::once(Metric::DT);
+        assert!(!judgeable(true, &labels, dt()));
+        assert!(
+            judgeable(false, &labels, dt()),
+            "a failed row needs no label"
+        );
+        assert!(judgeable(true, &labels, std::iter::once(Metric::TT)));
     }
 
     #[test]

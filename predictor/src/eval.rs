@@ -439,7 +439,6 @@ fn rec_quality(
             by_group.entry(r.group.as_str()).or_default().push(i);
         }
     }
-    let better = |a: f64, b: f64| if lower_better { a < b } else { a > b };
     let (mut groups, mut correct, mut violations) = (0usize, 0usize, 0usize);
     let mut regrets = Vec::new();
     let mut fixed_hits = [0usize; 5];
@@ -455,34 +454,23 @@ fn rec_quality(
             continue;
         }
         let obj = |i: usize| data.rows[i].labels[metric.index()];
-        // A converged row without a label the SLA or objective needs cannot
-        // be judged (e.g. post-copy rows whose QEMU-reported downtime was
-        // refused): its group is left out rather than counted as a miss.
-        let unknown = |i: usize| {
-            let r = &data.rows[i];
-            r.converged
-                && (obj(i).is_none()
-                    || sla
-                        .limits()
-                        .into_iter()
-                        .any(|(m, _, _)| r.labels[m.index()].is_none()))
-        };
-        if rows.iter().any(|&i| unknown(i)) {
+        let needed = || sla.limits().into_iter().map(|(m, _, _)| m).chain([metric]);
+        if !rows
+            .iter()
+            .all(|&i| decision::judgeable(data.rows[i].converged, &data.rows[i].labels, needed()))
+        {
             unjudged += 1;
             continue;
         }
-        let feasible: Vec<usize> = rows
+        let values: Vec<Option<f64>> = rows
             .iter()
-            .cloned()
-            .filter(|&i| truly_meets(&data.rows[i], sla) && obj(i).is_some())
+            .map(|&i| obj(i).filter(|_| truly_meets(&data.rows[i], sla)))
             .collect();
-        let Some(best) = feasible.iter().cloned().reduce(|a, b| {
-            if better(obj(b).unwrap(), obj(a).unwrap()) {
-                b
-            } else {
-                a
-            }
-        }) else {
+        let feasible: Vec<usize> = (0..rows.len())
+            .filter(|&j| values[j].is_some())
+            .map(|j| rows[j])
+            .collect();
+        let Some(best) = decision::best_index(&values, lower_better).map(|j| rows[j]) else {
             continue;
         };
         groups += 1;

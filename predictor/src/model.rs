@@ -1064,13 +1064,9 @@ impl Model {
             };
             train_algorithm(&t, a, &per_alg[a.index()])
         });
-        let decisions = crate::decision::learn(
-            &trained
-                .iter()
-                .flat_map(|t| t.outcomes.iter().cloned())
-                .collect::<Vec<_>>(),
-        );
-        let algorithms: Vec<AlgorithmModel> = trained.into_iter().map(|t| t.model).collect();
+        let (algorithms, outcomes): (Vec<AlgorithmModel>, Vec<Vec<Outcome>>) =
+            trained.into_iter().map(|t| (t.model, t.outcomes)).unzip();
+        let decisions = crate::decision::learn(&outcomes.concat());
         let mut notes = Vec::new();
         if data.partial_lines > 0 {
             notes.push(format!(
