@@ -164,6 +164,16 @@ fn check_plan(j: &Value, max_downtime_ms: f64) -> Algorithm {
     }
     assert!(finite(&feats["VM_size"]).unwrap() > 0.0);
     assert!(j["missing"].is_array());
+    // The distinct-dirtied curve starts at one interval and never shrinks.
+    let curve = j["dirtied"].as_array().expect("dirtied array");
+    assert_eq!(
+        curve.first().map(|w| &w["intervals"]),
+        Some(&Value::from(1)),
+        "{curve:?}"
+    );
+    let mib: Vec<f64> = curve.iter().filter_map(|w| finite(&w["mib"])).collect();
+    assert_eq!(mib.len(), curve.len(), "{curve:?}");
+    assert!(mib.windows(2).all(|p| p[1] >= p[0]), "{curve:?}");
     let rec = &j["recommendation"];
     let algos = rec["prediction"]["algorithms"]
         .as_array()

@@ -636,8 +636,18 @@ pub fn profile(
         errors,
         missing,
         qemu_dirty_rate,
+        dirtied: e
+            .dirtied
+            .iter()
+            .map(|w| migsight_proto::wire::DirtiedWindow {
+                intervals: w.intervals as u32,
+                seconds: w.seconds,
+                mib: w.pages * pages_to_mib,
+            })
+            .collect(),
         // The final sample (every estimate uses it).
         sampled_pages: e.sample_size as u64,
+        cpu_budget: cfg.cpu_budget,
         prediction: None,
         recommendation: None,
     })

@@ -242,6 +242,8 @@ struct Entry {
     ever_dirty: bool,
     /// Intervals in which this page was found dirty.
     dirty_count: u32,
+    /// Bit `i` set: dirty in interval `i` (the first [`HISTORY_INTERVALS`]).
+    history: u64,
     copy: Option<u32>,
 }
 
@@ -254,6 +256,26 @@ pub struct IntervalCount {
     pub dirty: usize,
     /// Pages in the sample.
     pub sampled: usize,
+}
+
+/// Intervals whose dirty bits each sampled page keeps, for [`Estimates::dirtied`].
+pub const HISTORY_INTERVALS: usize = 64;
+
+/// Window lengths, in intervals, of the distinct-dirtied curve.
+pub const DIRTIED_WINDOWS: [usize; 5] = [1, 2, 4, 8, 16];
+
+/// Distinct pages dirtied within a window of consecutive intervals.
+///
+/// Pre-copy re-sends, after a round of `t` seconds, the distinct pages
+/// dirtied during it: this curve, not `dirty rate × t`, which counts a page
+/// dirtied in two intervals twice.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowDirtied {
+    pub intervals: usize,
+    /// Mean length of such windows in the profile, s.
+    pub seconds: f64,
+    /// Pages dirtied at least once in the window, averaged over its start.
+    pub pages: f64,
 }
 
 /// What one read of the sample found.
@@ -290,6 +312,9 @@ pub struct Estimates {
     /// Mean normalised byte entropy of non-zero pages outside the working set.
     pub nwse: Option<f64>,
     pub nwse_se: f64,
+    /// The distinct-dirtied curve, for the [`DIRTIED_WINDOWS`] that fit in
+    /// the window (and in [`HISTORY_INTERVALS`]).
+    pub dirtied: Vec<WindowDirtied>,
 }
 
 /// The sample and its state across a window.
@@ -323,6 +348,7 @@ impl Sampler {
                 zero: false,
                 ever_dirty: false,
                 dirty_count: 0,
+                history: 0,
                 copy: (rank < ncopies).then_some(rank as u32),
             })
             .collect();
@@ -396,6 +422,10 @@ impl Sampler {
                     dirty += 1;
                     e.ever_dirty = true;
                     e.dirty_count += 1;
+                    // This read closes interval `counts.len()`.
+                    if self.counts.len() < HISTORY_INTERVALS {
+                        e.history |= 1 << self.counts.len();
+                    }
                 }
                 if let Some(slot) = e.copy {
                     let prev = &mut self.copies[slot as usize * PAGE..(slot as usize + 1) * PAGE];
@@ -495,7 +525,40 @@ impl Sampler {
             wse_se: self.wse.std_error(),
             nwse: self.nwse.mean(),
             nwse_se: self.nwse.std_error(),
+            dirtied: self.dirtied_curve(),
         }
+    }
+
+    /// Distinct pages dirtied within `k` consecutive intervals, for each `k`
+    /// of [`DIRTIED_WINDOWS`]: the sampled fraction dirtied at least once in
+    /// the window, averaged over every start position, times the pages.
+    fn dirtied_curve(&self) -> Vec<WindowDirtied> {
+        let held = self.counts.len().min(HISTORY_INTERVALS);
+        let s = self.entries.len();
+        if s == 0 {
+            return Vec::new();
+        }
+        let nf = self.total_pages as f64;
+        DIRTIED_WINDOWS
+            .iter()
+            .filter(|&&k| k <= held)
+            .map(|&k| {
+                let starts = held - k + 1;
+                let mask = if k == 64 { u64::MAX } else { (1u64 << k) - 1 };
+                let mut hits = 0u64;
+                let mut secs = 0.0;
+                for i in 0..starts {
+                    let m = mask << i;
+                    hits += self.entries.iter().filter(|e| e.history & m != 0).count() as u64;
+                    secs += self.counts[i..i + k].iter().map(|c| c.dt).sum::<f64>();
+                }
+                WindowDirtied {
+                    intervals: k,
+                    seconds: secs / starts as f64,
+                    pages: hits as f64 / (starts * s) as f64 * nf,
+                }
+            })
+            .collect()
     }
 }
 
@@ -623,6 +686,16 @@ mod tests {
             "se {}",
             e.dirty_pages_per_s_se
         );
+        // Sequential dirtying: k intervals dirty min(1000 k, 8192) distinct pages.
+        assert_eq!(
+            e.dirtied.iter().map(|w| w.intervals).collect::<Vec<_>>(),
+            vec![1, 2, 4]
+        );
+        for w in &e.dirtied {
+            let truth = (per_interval * w.intervals).min(ws) as f64;
+            assert!(rel(w.pages, truth) < 0.15, "{w:?} vs {truth}");
+            assert!(rel(w.seconds, dts * w.intervals as f64) < 0.1, "{w:?}");
+        }
         let wss = e.wss_pages.unwrap();
         assert!(
             rel(wss, truth_wss.len() as f64) < 0.15,

@@ -697,6 +697,9 @@ pub fn run(a: MigrateArgs) -> Result<()> {
                 .iter()
                 .find(|e| e.feature == Feature::VmPdr)
                 .map(|e| e.std_error),
+            dirtied: report.dirtied.clone(),
+            sampled_pages: Some(report.sampled_pages),
+            cpu_budget: Some(report.cpu_budget),
             group_id: outcomes::new_group_id(src_pid),
         };
         let row = outcomes::build_row(&report.features, &cfg, &outcome, &measured, &ctx);

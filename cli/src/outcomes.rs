@@ -11,9 +11,10 @@
 
 use migsight_lab::host::{load1, unix_now};
 use migsight_lab::migration::{MigrationConfig, MigrationOutcome};
-use migsight_lab::runner::EXTRA_COLUMNS;
+use migsight_lab::runner::{dirtied_cell, EXTRA_COLUMNS};
 use migsight_proto::csv::{CsvAppender, CsvError, Sample};
 use migsight_proto::feature::MIB;
+use migsight_proto::wire::DirtiedWindow;
 use migsight_proto::{Feature, FeatureVector, Metric};
 use std::path::Path;
 
@@ -45,6 +46,10 @@ pub struct RowContext {
     pub workload_type: Option<u8>,
     pub qemu_dirty_rate: Option<f64>,
     pub pdr_std_error: Option<f64>,
+    /// The profile's distinct-dirtied curve, its page sample and CPU budget.
+    pub dirtied: Vec<DirtiedWindow>,
+    pub sampled_pages: Option<u64>,
+    pub cpu_budget: Option<f64>,
     /// Stable id of this migration (`migrate-<unix>-<pid>`).
     pub group_id: String,
 }
@@ -130,6 +135,9 @@ pub fn build_row(
             "pdr_std_error" => opt(ctx.pdr_std_error),
             "host_load1" => opt(load1()),
             "unix_time" => unix_now().to_string(),
+            "sampled_pages" => ctx.sampled_pages.map(|n| n.to_string()).unwrap_or_default(),
+            "cpu_budget" => ctx.cpu_budget.map(|b| b.to_string()).unwrap_or_default(),
+            c if c.starts_with("dirtied_k") => dirtied_cell(&ctx.dirtied, c).unwrap_or_default(),
             // workload_params, seed, kernel_sha256, initrd_sha256: lab only.
             _ => String::new(),
         }
@@ -144,6 +152,11 @@ pub fn build_row(
 /// Appends `row` to `path` (created with the lab's header if missing), synced.
 pub fn append(path: &Path, row: &Sample) -> Result<(), CsvError> {
     let extra: Vec<String> = EXTRA_COLUMNS.iter().map(|s| s.to_string()).collect();
+    // A file from an older migsight gets the columns added since, empty on its rows.
+    let added = migsight_proto::csv::widen(path, &extra)?;
+    if !added.is_empty() {
+        tracing::info!(file = %path.display(), columns = %added.join(","), "outcomes file: added columns");
+    }
     let mut a = CsvAppender::open(path, &extra)?;
     a.append(row)
 }
@@ -193,6 +206,13 @@ mod tests {
             accel: "tcg".into(),
             group_id: "migrate-1-2".into(),
             window_ms: Some(3000),
+            dirtied: vec![DirtiedWindow {
+                intervals: 2,
+                seconds: 2.0,
+                mib: 3.25,
+            }],
+            sampled_pages: Some(4096),
+            cpu_budget: Some(0.02),
             ..RowContext::default()
         };
         append(
@@ -226,6 +246,10 @@ mod tests {
         assert_eq!(s.extra("algorithm"), Some("xbzrle"));
         assert_eq!(s.extra("status"), Some("completed"));
         assert_eq!(s.extra("bandwidth_bps"), Some("50000000"));
+        assert_eq!(s.extra("dirtied_k2_mib"), Some("3.250"));
+        assert_eq!(s.extra("dirtied_k1_mib"), Some(""), "not in the curve");
+        assert_eq!(s.extra("sampled_pages"), Some("4096"));
+        assert_eq!(s.extra("cpu_budget"), Some("0.02"));
         assert!(s.did_converge());
         let n = &d.samples[1];
         assert!(!n.did_converge());
@@ -236,5 +260,35 @@ mod tests {
         let extra: Vec<String> = EXTRA_COLUMNS.iter().map(|s| s.to_string()).collect();
         assert!(CsvAppender::open(&path, &extra).is_ok());
         assert_eq!(d.extra_columns, extra);
+    }
+
+    #[test]
+    fn an_outcomes_file_from_an_older_version_gets_the_new_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outcomes.csv");
+        // The header before the profile's curve and budget columns.
+        let old: Vec<String> = EXTRA_COLUMNS[..30].iter().map(|s| s.to_string()).collect();
+        let cfg = MigrationConfig::new(Algorithm::Precopy, 50e6);
+        let ctx = RowContext {
+            group_id: "migrate-1-2".into(),
+            ..RowContext::default()
+        };
+        let row = build_row(
+            &features(),
+            &cfg,
+            &outcome(true),
+            &Measured::default(),
+            &ctx,
+        );
+        let mut a = CsvAppender::open(&path, &old).unwrap();
+        a.append(&row).unwrap();
+        drop(a);
+        append(&path, &row).unwrap();
+        let d = migsight_proto::csv::read_path(&path).unwrap();
+        assert_eq!(d.samples.len(), 2, "the old row is kept");
+        assert_eq!(d.extra_columns.len(), EXTRA_COLUMNS.len());
+        assert_eq!(d.samples[0].extra("algorithm"), Some("precopy"));
+        assert_eq!(d.samples[0].extra("cpu_budget"), Some(""));
+        assert_eq!(d.samples[0].label(Metric::TT), Some(4700.0));
     }
 }

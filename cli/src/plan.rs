@@ -7,8 +7,8 @@
 use anyhow::{anyhow, Context, Result};
 use migsight_proto::units::{parse_bandwidth, parse_duration_ms, parse_size, HumanBytes, HumanMs};
 use migsight_proto::wire::{
-    AfterProfile, Client, ClientError, ErrorKind, Objective, ProfileReport, ProfileRequest,
-    Recommendation, RequestBody, Response, Sla, VmRef, DEFAULT_DOWNTIME_LIMIT_MS,
+    AfterProfile, Client, ClientError, DirtiedWindow, ErrorKind, Objective, ProfileReport,
+    ProfileRequest, Recommendation, RequestBody, Response, Sla, VmRef, DEFAULT_DOWNTIME_LIMIT_MS,
 };
 use migsight_proto::Feature;
 use serde::{Deserialize, Serialize};
@@ -148,6 +148,9 @@ pub struct PlanOutput {
     pub missing: Vec<MissingOut>,
     /// QEMU's own calc-dirty-rate estimate (MiB/s), when it was run.
     pub qemu_dirty_rate: Option<f64>,
+    /// Distinct memory dirtied within windows of 1, 2, 4, 8, 16 intervals.
+    #[serde(default)]
+    pub dirtied: Vec<DirtiedWindow>,
     /// The predictor's answer (wire::Recommendation serialised with serde).
     pub recommendation: Recommendation,
 }
@@ -201,6 +204,7 @@ impl PlanOutput {
                 })
                 .collect(),
             qemu_dirty_rate: report.qemu_dirty_rate,
+            dirtied: report.dirtied.clone(),
             recommendation,
         })
     }

@@ -40,6 +40,11 @@ pub struct LabArgs {
     /// Migrate each state this many times per algorithm (the noise floor: same state, same algorithm).
     #[arg(long, default_value_t = 1)]
     pub repeats: usize,
+    /// The agent's CPU budgets to profile with, as a share of one core per GiB of guest RAM
+    /// (comma-separated; default the agent's own, 0.02). With several, each state is also
+    /// migrated once per budget: how the features' sampling error passes into predictions.
+    #[arg(long, value_delimiter = ',', value_parser = parse_budget)]
+    pub cpu_budgets: Vec<f64>,
     /// Print the sanity report of an existing lab CSV (per algorithm medians, non-converged share,
     /// counts, repeat variance) instead of running migrations.
     #[arg(long, value_name = "CSV")]
@@ -50,6 +55,16 @@ pub struct LabArgs {
     /// Where QEMU sockets and snapshots live during a group.
     #[arg(long, default_value = "/tmp/migsight-lab")]
     pub runs_dir: PathBuf,
+}
+
+fn parse_budget(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(b) if b.is_finite() && b > 0.0 && b <= 1.0 => Ok(b),
+        Ok(b) => Err(format!(
+            "a CPU budget is a share of one core in (0, 1], got {b}"
+        )),
+        Err(e) => Err(format!("not a number: {s:?} ({e})")),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -75,6 +90,7 @@ impl LabArgs {
                 self.algorithms.clone()
             },
             repeats: self.repeats,
+            cpu_budgets: self.cpu_budgets.clone(),
             fixed: self.quick.then(|| Fixed {
                 mem_mib: 256,
                 workload: Workload::demo(16, 500),
@@ -119,4 +135,20 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_are_shares_of_a_core() {
+        assert_eq!(parse_budget("0.08"), Ok(0.08));
+        assert_eq!(parse_budget(" 1 "), Ok(1.0));
+        for bad in ["0", "-0.02", "1.5", "NaN", "inf"] {
+            let e = parse_budget(bad).unwrap_err();
+            assert!(e.contains("share of one core"), "{bad}: {e}");
+        }
+        assert!(parse_budget("two").unwrap_err().contains("not a number"));
+    }
 }

@@ -3,7 +3,7 @@
 
 use migsight_proto::csv::{Dataset, Sample};
 use migsight_proto::feature::MIB;
-use migsight_proto::{Algorithm, Metric};
+use migsight_proto::{Algorithm, Feature, Metric};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -42,6 +42,124 @@ fn repeat_cv(samples: &[Sample], m: Metric) -> Vec<f64> {
             (mean > 0.0).then(|| var.sqrt() / mean)
         })
         .collect()
+}
+
+/// The pre-copy family: every round re-sends what the previous one left dirty.
+const PRECOPY_FAMILY: [Algorithm; 3] = [
+    Algorithm::Precopy,
+    Algorithm::AutoConverge,
+    Algorithm::Xbzrle,
+];
+
+/// A numeric lab column of a row.
+fn num(s: &Sample, column: &str) -> Option<f64> {
+    s.extra(column)?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite())
+}
+
+/// Seconds of the first pre-copy round: `VM_size` at the bandwidth.
+fn first_round_s(s: &Sample) -> Option<f64> {
+    let size = s.features.get(Feature::VmSize)?;
+    let bw = num(s, "bandwidth_bps")? / MIB;
+    (bw > 0.0).then(|| size / bw)
+}
+
+/// The label of a row's CPU budget (empty when the lab did not record it).
+fn budget_of(s: &Sample) -> String {
+    match s.extra("cpu_budget").filter(|b| !b.is_empty()) {
+        Some(b) => format!("CPU budget {b}"),
+        None => "budget not recorded".into(),
+    }
+}
+
+/// How much of `TD` the dirty rate's sampling error leaves uncertain in the
+/// first re-sent round: `σ(VM_pdr) × first round / TD`, per converged row
+/// of the pre-copy family, by algorithm and CPU budget.
+fn resend_noise(samples: &[Sample]) -> Vec<(String, Vec<f64>)> {
+    // Keyed by the algorithm's code first: CSAP order.
+    let mut by: BTreeMap<(u8, String), Vec<f64>> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.did_converge()) {
+        let Some(a) = s.algorithm.filter(|a| PRECOPY_FAMILY.contains(a)) else {
+            continue;
+        };
+        if let (Some(se), Some(t), Some(td)) = (
+            num(s, "pdr_std_error"),
+            first_round_s(s),
+            s.label(Metric::TD),
+        ) {
+            if td > 0.0 {
+                by.entry((a.code(), budget_of(s)))
+                    .or_default()
+                    .push(se * t * MIB / td);
+            }
+        }
+    }
+    by.into_iter()
+        .map(|((code, budget), v)| {
+            let name = Algorithm::from_code(code).map(|a| a.name()).unwrap_or("?");
+            (format!("{name}, {budget}"), v)
+        })
+        .collect()
+}
+
+/// The spread of the first round's predicted re-send (`VM_pdr × first
+/// round`, relative to `TD`) between repeated profiles of one state
+/// (same group, algorithm and CPU budget): standard deviations, by budget.
+fn resend_repeat_spread(samples: &[Sample]) -> Vec<(String, Vec<f64>)> {
+    let mut runs: BTreeMap<(String, u8, String), Vec<f64>> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.did_converge()) {
+        if let (Some(g), Some(a), Some(pdr), Some(t), Some(td)) = (
+            &s.group_id,
+            s.algorithm,
+            s.features.get(Feature::VmPdr),
+            first_round_s(s),
+            s.label(Metric::TD),
+        ) {
+            if PRECOPY_FAMILY.contains(&a) && td > 0.0 {
+                runs.entry((g.clone(), a.code(), budget_of(s)))
+                    .or_default()
+                    .push(pdr * t * MIB / td);
+            }
+        }
+    }
+    let mut by: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for ((_, _, budget), v) in runs.into_iter().filter(|(_, v)| v.len() >= 2) {
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        by.entry(budget).or_default().push(var.sqrt());
+    }
+    by.into_iter().collect()
+}
+
+/// `exp(E[ln |Z|])` for a standard normal `Z`: the gMRE of errors drawn
+/// from `N(0, σ²)` is this times the geometric mean of `σ`.
+const HALF_NORMAL_GEO_MEAN: f64 = 0.530;
+
+/// One line per key: the median of its values in %, and with `floor` the
+/// gMRE that normal errors of those sizes alone would give.
+fn write_medians(out: &mut String, by: &[(String, Vec<f64>)], what: &str, floor: bool) {
+    for (label, v) in by {
+        let _ = write!(
+            out,
+            "  {label:<38} median {:.2}% over {} {what}",
+            median(v.clone()).unwrap_or(0.0) * 100.0,
+            v.len()
+        );
+        let logs: Vec<f64> = v.iter().filter(|x| **x > 0.0).map(|x| x.ln()).collect();
+        if floor && !logs.is_empty() {
+            let geo = (logs.iter().sum::<f64>() / logs.len() as f64).exp();
+            let _ = write!(
+                out,
+                "; gMRE floor {:.2}%",
+                HALF_NORMAL_GEO_MEAN * geo * 100.0
+            );
+        }
+        let _ = writeln!(out);
+    }
 }
 
 /// Renders the report as text.
@@ -116,6 +234,24 @@ pub fn render(d: &Dataset) -> String {
             );
         }
     }
+    let noise = resend_noise(s);
+    if !noise.is_empty() {
+        let _ = writeln!(
+            out,
+            "\ndirty-rate sampling error carried into TD (pre-copy family, converged rows;\n\
+             σ(VM_pdr) × first round / TD: what a model inherits from that feature alone;\n\
+             the gMRE floor is what errors of that size alone give, to compare with `migsight eval`):"
+        );
+        write_medians(&mut out, &noise, "rows", true);
+    }
+    let spread = resend_repeat_spread(s);
+    if !spread.is_empty() {
+        let _ = writeln!(
+            out,
+            "repeated profiles of one state: spread (SD) of VM_pdr × first round, relative to TD:"
+        );
+        write_medians(&mut out, &spread, "(state, algorithm) pairs", false);
+    }
     out
 }
 
@@ -135,5 +271,34 @@ mod tests {
         assert!(pre.contains("2.0"), "median TT of converged rows: {pre}");
         assert!(pre.contains("33%"), "{pre}");
         assert!(r.contains("repeat noise TT: median CV 70.7%"), "{r}");
+        assert!(
+            !r.contains("sampling error"),
+            "no pdr_std_error column: {r}"
+        );
+    }
+
+    #[test]
+    fn report_carries_the_dirty_rate_error_into_td_by_budget() {
+        // 100 MiB at 10 MiB/s: a 10-s first round. σ(VM_pdr) 0.5 MiB/s ⇒ 5 MiB
+        // of 200 MiB = 2.5 %; with four times the budget, 0.25 MiB/s ⇒ 1.25 %.
+        // Repeats: VM_pdr 1 and 2 MiB/s ⇒ 10 and 20 MiB of 200: SD 3.54 %.
+        let text = "capability,VM_size,VM_pdr,qemu_td,converged,group_id,bandwidth_bps,pdr_std_error,cpu_budget\n\
+0,100,1,209715200,1,g1,10485760,0.5,0.02\n\
+0,100,2,209715200,1,g1,10485760,0.5,0.02\n\
+0,100,1,209715200,1,g1,10485760,0.25,0.08\n\
+3,100,1,209715200,1,g1,10485760,0.25,0.08\n";
+        let d = migsight_proto::csv::read(text.as_bytes(), "t.csv").unwrap();
+        let r = render(&d);
+        let line = |a: &str, b: &str| r.lines().any(|l| l.contains(a) && l.contains(b));
+        assert!(line("CPU budget 0.02", "median 2.50% over 2 rows"), "{r}");
+        assert!(
+            line("CPU budget 0.08", "median 1.25% over 1 rows"),
+            "compress is not pre-copy: {r}"
+        );
+        assert!(line("CPU budget 0.02", "median 3.54% over 1 (state"), "{r}");
+        assert!(
+            !line("CPU budget 0.08", "(state"),
+            "one row per state at 0.08: {r}"
+        );
     }
 }

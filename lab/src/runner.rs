@@ -21,6 +21,7 @@ use migsight_agent::profile::{profile, ProfileConfig};
 use migsight_agent::vm::VmTarget;
 use migsight_proto::csv::{CsvAppender, Sample};
 use migsight_proto::feature::MIB;
+use migsight_proto::wire::DirtiedWindow;
 use migsight_proto::{Algorithm, Feature, Metric};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Columns the lab writes after the CSAP ones: everything that reproduces a row.
-pub const EXTRA_COLUMNS: [&str; 30] = [
+pub const EXTRA_COLUMNS: [&str; 37] = [
     "algorithm",
     "workload",
     "workload_params",
@@ -59,7 +60,35 @@ pub const EXTRA_COLUMNS: [&str; 30] = [
     "kernel_sha256",
     "initrd_sha256",
     "unix_time",
+    // Distinct MiB dirtied within k consecutive sampling intervals (the
+    // profile's curve, `ProfileReport::dirtied`); added after 1,002 rows.
+    "dirtied_k1_mib",
+    "dirtied_k2_mib",
+    "dirtied_k4_mib",
+    "dirtied_k8_mib",
+    "dirtied_k16_mib",
+    // The agent's CPU budget (share of a core per GiB) and the page sample it bought.
+    "cpu_budget",
+    "sampled_pages",
 ];
+
+/// The cell of a `dirtied_k{k}_mib` column from a profile's curve: MiB
+/// dirtied within `k` consecutive intervals, empty when the window was
+/// shorter. `None` for any other column.
+pub fn dirtied_cell(dirtied: &[DirtiedWindow], column: &str) -> Option<String> {
+    let k: u32 = column
+        .strip_prefix("dirtied_k")?
+        .strip_suffix("_mib")?
+        .parse()
+        .ok()?;
+    Some(
+        dirtied
+            .iter()
+            .find(|w| w.intervals == k)
+            .map(|w| format!("{:.3}", w.mib))
+            .unwrap_or_default(),
+    )
+}
 
 /// A fixed setting for every group (tests, demos); `None` draws from [`Ranges`].
 #[derive(Debug, Clone)]
@@ -85,6 +114,9 @@ pub struct LabConfig {
     pub algorithms: Vec<Algorithm>,
     /// Times each algorithm migrates the same state (>1 measures the noise floor).
     pub repeats: usize,
+    /// The agent's CPU budgets (share of a core per GiB) to profile with;
+    /// with several, each state is migrated once per budget too.
+    pub cpu_budgets: Vec<f64>,
     pub fixed: Option<Fixed>,
     /// Where QEMU sockets and snapshots live while a group runs.
     pub runs_dir: PathBuf,
@@ -132,6 +164,14 @@ fn fmt_eta(secs: f64) -> String {
 /// Runs the lab until `cfg.samples` rows are written or `cancel` is set.
 pub fn run(cfg: &LabConfig, image: &GuestImage, cancel: &AtomicBool) -> Result<LabSummary> {
     let extra: Vec<String> = EXTRA_COLUMNS.iter().map(|s| s.to_string()).collect();
+    let added = migsight_proto::csv::widen(&cfg.out, &extra)?;
+    if !added.is_empty() {
+        eprintln!(
+            "lab: {} was written by an older lab: added the columns {} (empty on its rows)",
+            cfg.out.display(),
+            added.join(", ")
+        );
+    }
     let mut appender = CsvAppender::open(&cfg.out, &extra)?;
     std::fs::create_dir_all(&cfg.runs_dir)
         .with_context(|| format!("creating {}", cfg.runs_dir.display()))?;
@@ -149,10 +189,16 @@ pub fn run(cfg: &LabConfig, image: &GuestImage, cancel: &AtomicBool) -> Result<L
                 (m, w, bw.round())
             }
         };
-        let mut algorithms: Vec<Algorithm> = cfg
+        let budgets: &[f64] = if cfg.cpu_budgets.is_empty() {
+            &[ProfileConfig::default().cpu_budget]
+        } else {
+            &cfg.cpu_budgets
+        };
+        let mut algorithms: Vec<(Algorithm, f64)> = cfg
             .algorithms
             .iter()
-            .flat_map(|a| std::iter::repeat_n(*a, cfg.repeats.max(1)))
+            .flat_map(|a| budgets.iter().map(move |b| (*a, *b)))
+            .flat_map(|run| std::iter::repeat_n(run, cfg.repeats.max(1)))
             .collect();
         rng.shuffle(&mut algorithms);
         algorithms.truncate(cfg.samples - summary.written);
@@ -239,7 +285,7 @@ impl GroupCtx<'_> {
     /// once per algorithm, handing each row to `emit`.
     fn run(
         &self,
-        algorithms: &[Algorithm],
+        algorithms: &[(Algorithm, f64)],
         cancel: &AtomicBool,
         mut emit: impl FnMut(&Sample, Algorithm, usize) -> Result<()>,
     ) -> Result<()> {
@@ -261,14 +307,14 @@ impl GroupCtx<'_> {
                 .context("snapshotting the warmed-up guest")?;
             page
         };
-        for (i, algo) in algorithms.iter().enumerate() {
+        for (i, &(algo, cpu_budget)) in algorithms.iter().enumerate() {
             if cancel.load(Ordering::Relaxed) {
                 bail!("interrupted");
             }
             let sample = self
-                .one(*algo, &state, ops_page, cancel)
+                .one(algo, cpu_budget, &state, ops_page, cancel)
                 .with_context(|| format!("{} migration", algo.name()))?;
-            emit(&sample, *algo, i)?;
+            emit(&sample, algo, i)?;
         }
         Ok(())
     }
@@ -276,6 +322,7 @@ impl GroupCtx<'_> {
     fn one(
         &self,
         algo: Algorithm,
+        cpu_budget: f64,
         state: &Path,
         page: OpsPage,
         cancel: &AtomicBool,
@@ -320,6 +367,7 @@ impl GroupCtx<'_> {
             window: self.cfg.window,
             interval: self.cfg.interval,
             bandwidth_bps: self.bandwidth_bps,
+            cpu_budget,
             census_share: f64::INFINITY,
             ..ProfileConfig::default()
         };
@@ -433,7 +481,8 @@ impl GroupCtx<'_> {
             .iter()
             .find(|e| e.feature == Feature::VmPdr)
             .map(|e| e.std_error);
-        let values: [String; 30] = [
+        let dirtied = |c: &str| dirtied_cell(&report.dirtied, c).unwrap_or_default();
+        let values: [String; EXTRA_COLUMNS.len()] = [
             m.algorithm.name().into(),
             self.workload.mode.name().into(),
             self.workload.describe(),
@@ -466,6 +515,13 @@ impl GroupCtx<'_> {
                 .sha256_of("initramfs.cpio.gz")
                 .unwrap_or_default(),
             unix_now().to_string(),
+            dirtied("dirtied_k1_mib"),
+            dirtied("dirtied_k2_mib"),
+            dirtied("dirtied_k4_mib"),
+            dirtied("dirtied_k8_mib"),
+            dirtied("dirtied_k16_mib"),
+            report.cpu_budget.to_string(),
+            report.sampled_pages.to_string(),
         ];
         EXTRA_COLUMNS
             .iter()

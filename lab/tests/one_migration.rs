@@ -33,6 +33,7 @@ fn one_precopy_migration_gives_a_consistent_row() {
         warmup: Duration::from_secs(1),
         algorithms: vec![Algorithm::Precopy],
         repeats: 1,
+        cpu_budgets: vec![0.03],
         fixed: Some(Fixed {
             mem_mib: 256,
             workload: Workload::demo(16, 500),
@@ -69,6 +70,25 @@ fn one_precopy_migration_gives_a_consistent_row() {
         td >= vm_size * 0.95,
         "pre-copy sends every non-zero page: TD {td} vs VM_size {vm_size}"
     );
+    // The profile's page sample, its budget and its distinct-dirtied curve
+    // (a 3-s window: 1 and 2 intervals; 4 does not fit).
+    assert_eq!(s.extra("cpu_budget"), Some("0.03"));
+    let sampled: u64 = s.extra("sampled_pages").unwrap().parse().unwrap();
+    assert!(sampled >= 1024, "sampled_pages {sampled}");
+    let cell = |c: &str| s.extra(c).unwrap().parse::<f64>().ok();
+    let (k1, k2) = (
+        cell("dirtied_k1_mib").unwrap(),
+        cell("dirtied_k2_mib").unwrap(),
+    );
+    assert!(
+        k1 > 0.0 && k2 >= k1,
+        "500 pages/s dirty: k1 {k1} MiB, k2 {k2} MiB"
+    );
+    assert!(
+        k2 <= 2.0 * k1 * 1.5 + 0.5,
+        "distinct pages in 2 s: k1 {k1}, k2 {k2}"
+    );
+    assert_eq!(cell("dirtied_k4_mib"), None, "4 intervals do not fit in 3");
     // Bandwidth-bound: the time is at least the data over the bandwidth limit.
     assert!(
         tt / 1000.0 >= td / 60e6 * 0.8,

@@ -428,6 +428,73 @@ impl CsvAppender {
     }
 }
 
+/// Brings a file written by an older appender up to `extra_columns`: when its
+/// header is a strict prefix of the wanted one (columns were only added at
+/// the end), every line gets the new columns, empty on the old rows, in one
+/// atomic rewrite. The old rows' bytes are kept as they are. Returns the
+/// columns added (none when the header is already the wanted one or the file
+/// does not exist); any other header is left for [`CsvAppender::open`] to refuse.
+pub fn widen(path: &Path, extra_columns: &[String]) -> Result<Vec<String>, CsvError> {
+    let werr = |source| CsvError::Write {
+        file: path.display().to_string(),
+        source,
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(werr(e)),
+    };
+    let want = header(extra_columns);
+    let Some(first) = text.lines().next() else {
+        return Ok(Vec::new());
+    };
+    let have: Vec<&str> = first.split(',').map(str::trim).collect();
+    if have.len() >= want.len() || want.iter().zip(&have).any(|(w, h)| w != h) {
+        return Ok(Vec::new());
+    }
+    let added = want[have.len()..].to_vec();
+    // Appending separators at line ends is only right when no quoted cell
+    // spans lines: every record must be one line.
+    let body = text
+        .strip_prefix(first)
+        .unwrap_or("")
+        .trim_start_matches(['\r', '\n']);
+    let lines = body.lines().filter(|l| !l.is_empty()).count();
+    let records = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(body.as_bytes())
+        .records()
+        .count();
+    if records != lines {
+        return Err(CsvError::Parse {
+            file: path.display().to_string(),
+            line: 1,
+            column: None,
+            message: format!(
+                "cannot add columns {}: a cell spans lines ({records} records on {lines} lines)",
+                added.join(",")
+            ),
+        });
+    }
+    let pad = ",".repeat(added.len());
+    let mut out = encode_line(&want).map_err(werr)?;
+    for line in body.split_inclusive('\n') {
+        let (row, end) = match line.strip_suffix('\n') {
+            Some(r) => (r.strip_suffix('\r').unwrap_or(r), "\n"),
+            // A torn last row (no newline) stays torn; the appender cuts it.
+            None => (line, ""),
+        };
+        out.extend_from_slice(row.as_bytes());
+        if !end.is_empty() && !row.is_empty() {
+            out.extend_from_slice(pad.as_bytes());
+        }
+        out.extend_from_slice(end.as_bytes());
+    }
+    crate::write_file_atomic(path, &out).map_err(werr)?;
+    Ok(added)
+}
+
 /// Writes a whole dataset atomically: a temporary file in the same directory,
 /// synced, then renamed over `path`.
 pub fn write_atomic(
@@ -453,6 +520,50 @@ mod tests {
     const SEED_ORDER: &str = "capability,workload_type,VM_size,VM_pdr,VM_wss,VM_wse,VM_nwse,VM_mwpp,VM_pmu_instr,VM_ptr,VM_cpu_util,VM_net_util,src_cpu_avail,dst_cpu_avail,src_mem_avail,dst_mem_avail,qemu_tt,qemu_dt,qemu_td,performance,used_cpu_src,used_mem_src\n\
 2.0,1.0,1820.5,45.2,310.0,0.62,0.31,812.0,2.1e9,100.0,95.0,3.5,310.0,380.0,9000.0,12000.0,21000.0,180.0,2.3e9,0.93,35.0,64.0\n\
 4.0,4.0,900.0,10.0,120.0,0.4,0.2,300.0,1.0e9,50.0,40.0,10.0,350.0,390.0,10000.0,12000.0,19000.0,25.0,9.5e8,0.7,12.0,8.0\n";
+
+    #[test]
+    fn widen_adds_empty_columns_to_an_older_file() {
+        let dir = std::env::temp_dir().join(format!("migsight-widen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.csv");
+        let old = vec!["qemu_version".to_string()];
+        let mut a = CsvAppender::open(&path, &old).unwrap();
+        let mut s = Sample::default();
+        s.features.set(Feature::VmSize, Some(512.0));
+        s.extra.push(("qemu_version".into(), "7.2.22".into()));
+        a.append(&s).unwrap();
+        a.append(&s).unwrap();
+        drop(a);
+        let before = std::fs::read_to_string(&path).unwrap();
+        let new = vec!["qemu_version".to_string(), "dirtied".to_string()];
+        assert!(
+            CsvAppender::open(&path, &new).is_err(),
+            "old header refused"
+        );
+        assert_eq!(widen(&path, &new).unwrap(), vec!["dirtied".to_string()]);
+        assert!(
+            widen(&path, &new).unwrap().is_empty(),
+            "second call: nothing to do"
+        );
+        let after = std::fs::read_to_string(&path).unwrap();
+        for (b, a) in before.lines().skip(1).zip(after.lines().skip(1)) {
+            assert_eq!(format!("{b},"), a);
+        }
+        let mut a = CsvAppender::open(&path, &new).unwrap();
+        s.extra.push(("dirtied".into(), "3.5".into()));
+        a.append(&s).unwrap();
+        let d = read_path(&path).unwrap();
+        assert_eq!(d.samples.len(), 3);
+        assert_eq!(d.samples[0].extra("dirtied"), Some(""));
+        assert_eq!(d.samples[2].extra("dirtied"), Some("3.5"));
+        assert_eq!(d.samples[0].extra("qemu_version"), Some("7.2.22"));
+        // A header that is not a prefix is left alone (and refused by open).
+        let other = vec!["something_else".to_string(), "x".to_string()];
+        assert!(widen(&path, &other).unwrap().is_empty());
+        assert!(CsvAppender::open(&path, &other).is_err());
+        assert!(widen(&dir.join("absent.csv"), &new).unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn reads_the_seed_column_order() {

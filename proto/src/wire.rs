@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Version of the message set below. Bump on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// QEMU's default downtime limit, used when a request does not give one.
 pub const DEFAULT_DOWNTIME_LIMIT_MS: f64 = 300.0;
@@ -421,6 +421,17 @@ pub struct FeatureError {
     pub std_error: f64,
 }
 
+/// Distinct guest memory dirtied at least once within a window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DirtiedWindow {
+    /// Consecutive sampling intervals in the window.
+    pub intervals: u32,
+    /// Mean length of the window, s.
+    pub seconds: f64,
+    /// MiB dirtied at least once, averaged over the window's start.
+    pub mib: f64,
+}
+
 /// Answer to [`RequestBody::Profile`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProfileReport {
@@ -433,8 +444,14 @@ pub struct ProfileReport {
     pub missing: Vec<MissingFeature>,
     /// QEMU's own `calc-dirty-rate` estimate, MiB/s, when it could be run safely.
     pub qemu_dirty_rate: Option<f64>,
+    /// Distinct memory dirtied within windows of consecutive sampling
+    /// intervals, shortest first: how much a pre-copy round of that length
+    /// leaves to re-send. Not a model input yet (the lab records it).
+    pub dirtied: Vec<DirtiedWindow>,
     /// Pages sampled per interval.
     pub sampled_pages: u64,
+    /// The CPU budget that bought the sample (share of one core per GiB).
+    pub cpu_budget: f64,
     pub prediction: Option<Prediction>,
     pub recommendation: Option<Recommendation>,
 }
@@ -630,7 +647,13 @@ mod tests {
                     reason: "no hardware PMU".into(),
                 }],
                 qemu_dirty_rate: None,
+                dirtied: vec![DirtiedWindow {
+                    intervals: 2,
+                    seconds: 2.01,
+                    mib: 3.5,
+                }],
                 sampled_pages: 4096,
+                cpu_budget: 0.02,
                 prediction: Some(p),
                 recommendation: None,
             }),
