@@ -22,9 +22,8 @@
 //! the margin is 0 and the ranking is the model's.
 
 use crate::recommend::{self, Candidate};
-use migsight_proto::wire::{Objective, Sla};
+use migsight_proto::wire::{FallbackRule, Objective, Sla};
 use migsight_proto::{Algorithm, Metric};
-use serde::{Deserialize, Serialize};
 
 /// Candidate margins (relative advantage over the default), smallest first;
 /// infinity = the default whenever it is likely to meet the SLA.
@@ -43,29 +42,6 @@ pub const NESTED_FOLDS: usize = 5;
 /// Fewest paired groups a rule is learned from (below: the model alone).
 pub const MIN_GROUPS: usize = 20;
 
-/// One objective's rule.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Decision {
-    pub objective: Objective,
-    pub default: Algorithm,
-    /// The model's pick replaces `default` only when predicted better by
-    /// more than this share of the default's value.
-    pub margin: f64,
-    /// Paired training groups the rule was learned on.
-    pub groups: u64,
-    /// Mean out-of-fold loss on them: the model's pick, and with the rule
-    /// (its choice of default and margin nested, [`NESTED_FOLDS`]).
-    pub loss_model: f64,
-    pub loss_rule: f64,
-}
-
-impl Decision {
-    /// Whether a loaded rule is usable (a hostile file cannot make NaN margins).
-    pub fn is_valid(&self) -> bool {
-        self.margin >= 0.0 && self.loss_model.is_finite() && self.loss_rule.is_finite()
-    }
-}
-
 /// The rule to apply to a request under `sla`: rules are learned without
 /// SLA limits (`train` cannot know them), so they apply only to requests
 /// without any; under an SLA, P(meets SLA) orders the risk and the ranking
@@ -73,7 +49,7 @@ impl Decision {
 /// TT ≤ 30 s, objective performance): applied there anyway, the rule
 /// changed 45 picks for no gain (right 35.0 → 35.8 %, regret 0.060 → 0.067,
 /// SLA misses 1.6 % both).
-pub fn for_request<'a>(rule: Option<&'a Decision>, sla: &Sla) -> Option<&'a Decision> {
+pub fn for_request<'a>(rule: Option<&'a FallbackRule>, sla: &Sla) -> Option<&'a FallbackRule> {
     rule.filter(|_| sla.limits().is_empty())
 }
 
@@ -196,7 +172,7 @@ pub fn prefer_default(
 }
 
 /// Learns one rule per objective from `outcomes` (rows of every algorithm).
-pub fn learn(outcomes: &[Outcome]) -> Vec<Decision> {
+pub fn learn(outcomes: &[Outcome]) -> Vec<FallbackRule> {
     let mut by_group: std::collections::BTreeMap<&str, Vec<&Outcome>> = Default::default();
     for o in outcomes {
         by_group.entry(o.group.as_str()).or_default().push(o);
@@ -305,7 +281,7 @@ pub fn learn(outcomes: &[Outcome]) -> Vec<Decision> {
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         let (a, mi) = select(&|_| true);
         let helps = mean(&nested) < mean(&model);
-        out.push(Decision {
+        out.push(FallbackRule {
             objective,
             default: Algorithm::ALL[a],
             margin: if helps { MARGINS[mi] } else { 0.0 },

@@ -8,12 +8,13 @@
 //! for the conformal intervals included), so coverage is measured honestly.
 
 use crate::data::{Data, Row};
-use crate::decision::{self, Decision, Outcome};
+use crate::decision::{self, Outcome};
 use crate::family::FamilyKind;
 use crate::inputs;
 use crate::model::{assign_folds, parallel_map, train_algorithm, MetricPrediction, TrainOptions};
 use crate::recommend;
 use crate::score::{self, Stats};
+use migsight_proto::wire::FallbackRule;
 use migsight_proto::wire::{Objective, Sla};
 use migsight_proto::{Algorithm, Metric};
 use serde::Serialize;
@@ -265,7 +266,8 @@ pub fn run(data: &Data, opts: &EvalOptions) -> EvalReport {
             }
             outcomes[f].extend(o);
         }
-        let decisions: Vec<Vec<Decision>> = outcomes.iter().map(|o| decision::learn(o)).collect();
+        let decisions: Vec<Vec<FallbackRule>> =
+            outcomes.iter().map(|o| decision::learn(o)).collect();
         for a in Algorithm::ALL {
             for m in Metric::ALL {
                 let mut pred = Vec::new();
@@ -348,7 +350,7 @@ pub fn run(data: &Data, opts: &EvalOptions) -> EvalReport {
             }
         }
         for &objective in &opts.objectives {
-            let rules: Vec<Option<&Decision>> = fold_of
+            let rules: Vec<Option<&FallbackRule>> = fold_of
                 .iter()
                 .map(|&f| {
                     decision::for_request(
@@ -427,7 +429,7 @@ fn truly_meets(r: &Row, sla: &Sla) -> bool {
 fn rec_quality(
     data: &Data,
     oof: &[Option<Oof>],
-    rules: &[Option<&Decision>],
+    rules: &[Option<&FallbackRule>],
     model: &str,
     sla: &Sla,
     objective: Objective,
@@ -892,7 +894,7 @@ mod tests {
         };
         let preds = vec![oof(9.0), oof(12.0), oof(9.0), oof(6.0)];
         let no_rule = vec![None; 4];
-        let judge = |data: &Data, rules: &[Option<&Decision>]| {
+        let judge = |data: &Data, rules: &[Option<&FallbackRule>]| {
             rec_quality(data, &preds, rules, "m", &Sla::default(), Objective::Time).unwrap()
         };
         let q = judge(&data, &no_rule);
@@ -907,7 +909,7 @@ mod tests {
         assert_eq!(q.fallback_groups, 0);
         // A fold rule "compress unless another is predicted > 50 % faster"
         // turns the wrong pick (precopy, predicted 9 vs 12) into the right one.
-        let rule = Decision {
+        let rule = FallbackRule {
             objective: Objective::Time,
             default: Algorithm::Compress,
             margin: 0.5,

@@ -2,13 +2,14 @@
 //! intervals, explanations and recommendations.
 
 use crate::data::{self, Data, DataSource, Row};
-use crate::decision::{Decision, Outcome};
+use crate::decision::Outcome;
 use crate::family::{median_of, FamilyKind, FitInput, Regressor, Transform};
 use crate::gbdt::{Base, Gbdt, GbdtParams};
 use crate::inputs::{self, InputSpec, INPUT_COUNT};
 use crate::rng::Rng;
 use crate::score::{self, Stats};
 use crate::sha256;
+use migsight_proto::wire::FallbackRule;
 use migsight_proto::wire::{
     AlgorithmPrediction, CvScore, ErrorKind, ErrorReply, Interval, ModelInfo, PredictRequest,
     Prediction, RecommendRequest, Recommendation,
@@ -403,7 +404,7 @@ pub struct Model {
     pub coverage: f64,
     pub algorithms: Vec<AlgorithmModel>,
     /// The recommendation's fallback per objective ([`crate::decision`]).
-    pub decisions: Vec<Decision>,
+    pub decisions: Vec<FallbackRule>,
     pub notes: Vec<String>,
     pub training_seconds: f64,
 }
@@ -1196,14 +1197,14 @@ impl Model {
                 }
             }
         }
-        if !self.decisions.iter().all(Decision::is_valid) {
+        if !self.decisions.iter().all(FallbackRule::is_valid) {
             return Err("bad recommendation fallback".into());
         }
         Ok(())
     }
 
     /// The recommendation's fallback rule for `objective`, if one was learned.
-    pub fn decision(&self, objective: migsight_proto::wire::Objective) -> Option<&Decision> {
+    pub fn decision(&self, objective: migsight_proto::wire::Objective) -> Option<&FallbackRule> {
         self.decisions.iter().find(|d| d.objective == objective)
     }
 
@@ -1251,6 +1252,7 @@ impl Model {
             rows: self.rows.clone(),
             data_sha256: self.data_sha256.clone(),
             cv,
+            fallback: self.decisions.clone(),
             path: path.to_string(),
         }
     }
@@ -1442,6 +1444,22 @@ mod tests {
         assert_eq!(back, m);
         let req = request(vm());
         assert_eq!(back.predict(&req).unwrap(), m.predict(&req).unwrap());
+        // ModelInfo carries what the file holds, fallback rules included.
+        let mut ruled = back.clone();
+        let rule = FallbackRule {
+            objective: Objective::Performance,
+            default: Algorithm::Postcopy,
+            margin: 0.1,
+            groups: 30,
+            loss_model: 0.09,
+            loss_rule: 0.07,
+        };
+        ruled.decisions = vec![rule];
+        let info = ruled.info("m.msm");
+        assert_eq!(info.fallback, vec![rule]);
+        assert_eq!(info.rows, m.rows);
+        assert_eq!(info.data_sha256, m.data_sha256);
+        assert_eq!(info.path, "m.msm");
     }
 
     #[test]

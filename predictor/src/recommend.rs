@@ -5,8 +5,8 @@
 //! first, best objective value first; the rest follow by falling P. The reason sentence
 //! names the winner's objective value, its interval and its P.
 
-use crate::decision::Decision;
 use migsight_proto::units::{HumanBytes, HumanMs};
+use migsight_proto::wire::FallbackRule;
 use migsight_proto::wire::{Objective, Prediction, RankedAlgorithm, Recommendation, Sla};
 use migsight_proto::Metric;
 
@@ -134,7 +134,7 @@ pub fn rank(
     p_meets: &[f64],
     sla: Sla,
     objective: Objective,
-    decision: Option<&Decision>,
+    decision: Option<&FallbackRule>,
 ) -> Recommendation {
     let (metric, lower_better) = objective.metric();
     let all: Vec<RankedAlgorithm> = prediction
@@ -314,7 +314,7 @@ mod tests {
         assert_eq!(r.ranked[2].algorithm, Algorithm::Postcopy);
         // A fallback rule: auto-converge is predicted 60 % faster than the
         // default precopy; within a 70 % margin precopy is kept, and says why.
-        let rule = |margin: f64| Decision {
+        let rule = |margin: f64| FallbackRule {
             objective: Objective::Time,
             default: Algorithm::Precopy,
             margin,

@@ -341,7 +341,36 @@ pub struct ModelInfo {
     pub rows: Vec<u64>,
     pub data_sha256: String,
     pub cv: Vec<CvScore>,
+    /// Recommendation rules per objective (objectives without one use the
+    /// model's pick).
+    pub fallback: Vec<FallbackRule>,
     pub path: String,
+}
+
+/// A trained model's recommendation rule for one objective (learned by
+/// `migsight train`, see `predictor/src/decision.rs`): keep `default` unless
+/// the model predicts another algorithm better by more than `margin`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FallbackRule {
+    pub objective: Objective,
+    pub default: Algorithm,
+    /// The model's pick replaces `default` only when predicted better by
+    /// more than this share of the default's value (infinity: never, while
+    /// the default is likely to meet the SLA).
+    pub margin: f64,
+    /// Paired training groups the rule was learned on.
+    pub groups: u64,
+    /// Mean out-of-fold loss on them: the model's pick, and with the rule
+    /// (its choice of default and margin nested).
+    pub loss_model: f64,
+    pub loss_rule: f64,
+}
+
+impl FallbackRule {
+    /// Whether a loaded rule is usable (a hostile file cannot make NaN margins).
+    pub fn is_valid(&self) -> bool {
+        self.margin >= 0.0 && self.loss_model.is_finite() && self.loss_rule.is_finite()
+    }
 }
 
 /// A predicted value with its 90 % prediction interval.
@@ -615,6 +644,14 @@ mod tests {
                     n: 10,
                     gmre: 0.1,
                     coverage: 0.9,
+                }],
+                fallback: vec![FallbackRule {
+                    objective: Objective::Performance,
+                    default: Algorithm::Postcopy,
+                    margin: 0.1,
+                    groups: 196,
+                    loss_model: 0.089,
+                    loss_rule: 0.071,
                 }],
                 path: "/var/lib/migsight/model.msm".into(),
             }),
