@@ -250,6 +250,17 @@ pub fn render_features(report: &ProfileReport) -> String {
     if let Some(q) = report.qemu_dirty_rate {
         s += &format!("  (QEMU calc-dirty-rate: {q:.1} MiB/s)\n");
     }
+    if !report.dirtied.is_empty() {
+        let curve: Vec<String> = report
+            .dirtied
+            .iter()
+            .map(|w| format!("{:.0} s {:.1} MiB", w.seconds, w.mib))
+            .collect();
+        s += &format!(
+            "  dirtied at least once within: {} (what a pre-copy round that long leaves to re-send)\n",
+            curve.join(", ")
+        );
+    }
     if report.missing.is_empty() {
         s += "Missing features: none\n";
     } else {
@@ -568,5 +579,42 @@ mod tests {
         assert_eq!(fmt_feature(Feature::VmSize, 512.0), "512.0 MiB");
         assert_eq!(fmt_feature(Feature::VmPdr, 7.81), "7.8 MiB/s");
         assert_eq!(fmt_feature(Feature::VmWse, 0.5), "0.50");
+    }
+
+    #[test]
+    fn the_features_block_shows_the_dirtied_curve() {
+        let mut report = ProfileReport {
+            pid: 1,
+            vm_name: None,
+            window_ms: 20_000,
+            intervals: 20,
+            features: migsight_proto::FeatureVector::new().with(Feature::VmPdr, 7.81),
+            errors: vec![],
+            missing: vec![],
+            qemu_dirty_rate: None,
+            dirtied: vec![
+                DirtiedWindow {
+                    intervals: 1,
+                    seconds: 1.0,
+                    mib: 7.81,
+                },
+                DirtiedWindow {
+                    intervals: 2,
+                    seconds: 2.01,
+                    mib: 12.14,
+                },
+            ],
+            sampled_pages: 4096,
+            cpu_budget: 0.02,
+            prediction: None,
+            recommendation: None,
+        };
+        let text = render_features(&report);
+        assert!(
+            text.contains("dirtied at least once within: 1 s 7.8 MiB, 2 s 12.1 MiB"),
+            "{text}"
+        );
+        report.dirtied.clear();
+        assert!(!render_features(&report).contains("dirtied"));
     }
 }
