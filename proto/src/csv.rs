@@ -390,16 +390,14 @@ impl CsvAppender {
             let first = existing.lines().next().unwrap_or("");
             let have: Vec<&str> = first.split(',').map(str::trim).collect();
             if have != want.iter().map(String::as_str).collect::<Vec<_>>() {
-                return Err(CsvError::Parse {
-                    file: path.display().to_string(),
-                    line: 1,
-                    column: None,
-                    message: format!(
+                return Err(header_error(
+                    path,
+                    format!(
                         "existing header differs from the one expected ({} vs {} columns); refusing to append",
                         have.len(),
                         want.len()
                     ),
-                });
+                ));
             }
             if !existing.ends_with('\n') {
                 // A torn row from an interrupted write: drop it.
@@ -425,6 +423,16 @@ impl CsvAppender {
         self.file.write_all(&line).map_err(werr)?;
         self.file.sync_data().map_err(werr)?;
         Ok(())
+    }
+}
+
+/// An error about a file's header (line 1).
+fn header_error(path: &Path, message: String) -> CsvError {
+    CsvError::Parse {
+        file: path.display().to_string(),
+        line: 1,
+        column: None,
+        message,
     }
 }
 
@@ -467,15 +475,13 @@ pub fn widen(path: &Path, extra_columns: &[String]) -> Result<Vec<String>, CsvEr
         .records()
         .count();
     if records != lines {
-        return Err(CsvError::Parse {
-            file: path.display().to_string(),
-            line: 1,
-            column: None,
-            message: format!(
+        return Err(header_error(
+            path,
+            format!(
                 "cannot add columns {}: a cell spans lines ({records} records on {lines} lines)",
                 added.join(",")
             ),
-        });
+        ));
     }
     let pad = ",".repeat(added.len());
     let mut out = encode_line(&want).map_err(werr)?;
