@@ -25,6 +25,14 @@ fn fmt(v: Option<f64>, scale: f64, digits: usize) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// Mean and sample standard deviation of at least two values.
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
 /// Coefficient of variation of each (group, algorithm) with repeats, by metric.
 fn repeat_cv(samples: &[Sample], m: Metric) -> Vec<f64> {
     let mut by: BTreeMap<(String, u8), Vec<f64>> = BTreeMap::new();
@@ -36,10 +44,8 @@ fn repeat_cv(samples: &[Sample], m: Metric) -> Vec<f64> {
     by.values()
         .filter(|v| v.len() >= 2)
         .filter_map(|v| {
-            let n = v.len() as f64;
-            let mean = v.iter().sum::<f64>() / n;
-            let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-            (mean > 0.0).then(|| var.sqrt() / mean)
+            let (mean, sd) = mean_sd(v);
+            (mean > 0.0).then(|| sd / mean)
         })
         .collect()
 }
@@ -51,19 +57,10 @@ const PRECOPY_FAMILY: [Algorithm; 3] = [
     Algorithm::Xbzrle,
 ];
 
-/// A numeric lab column of a row.
-fn num(s: &Sample, column: &str) -> Option<f64> {
-    s.extra(column)?
-        .trim()
-        .parse()
-        .ok()
-        .filter(|v: &f64| v.is_finite())
-}
-
 /// Seconds of the first pre-copy round: `VM_size` at the bandwidth.
 fn first_round_s(s: &Sample) -> Option<f64> {
     let size = s.features.get(Feature::VmSize)?;
-    let bw = num(s, "bandwidth_bps")? / MIB;
+    let bw = s.extra_number("bandwidth_bps")? / MIB;
     (bw > 0.0).then(|| size / bw)
 }
 
@@ -86,7 +83,7 @@ fn resend_noise(samples: &[Sample]) -> Vec<(String, Vec<f64>)> {
             continue;
         };
         if let (Some(se), Some(t), Some(td)) = (
-            num(s, "pdr_std_error"),
+            s.extra_number("pdr_std_error"),
             first_round_s(s),
             s.label(Metric::TD),
         ) {
@@ -127,10 +124,7 @@ fn resend_repeat_spread(samples: &[Sample]) -> Vec<(String, Vec<f64>)> {
     }
     let mut by: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for ((_, _, budget), v) in runs.into_iter().filter(|(_, v)| v.len() >= 2) {
-        let n = v.len() as f64;
-        let mean = v.iter().sum::<f64>() / n;
-        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-        by.entry(budget).or_default().push(var.sqrt());
+        by.entry(budget).or_default().push(mean_sd(&v).1);
     }
     by.into_iter().collect()
 }

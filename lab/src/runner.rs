@@ -176,6 +176,12 @@ pub fn run(cfg: &LabConfig, image: &GuestImage, cancel: &AtomicBool) -> Result<L
     std::fs::create_dir_all(&cfg.runs_dir)
         .with_context(|| format!("creating {}", cfg.runs_dir.display()))?;
     let mut group = next_group_index(&cfg.out, cfg.seed)?;
+    let default_budget = [ProfileConfig::default().cpu_budget];
+    let budgets: &[f64] = if cfg.cpu_budgets.is_empty() {
+        &default_budget
+    } else {
+        &cfg.cpu_budgets
+    };
     let mut summary = LabSummary::default();
     let started = Instant::now();
     let mut consecutive_failures = 0;
@@ -188,11 +194,6 @@ pub fn run(cfg: &LabConfig, image: &GuestImage, cancel: &AtomicBool) -> Result<L
                 let bw = rng.log_uniform(Ranges::BANDWIDTH_BPS.0, Ranges::BANDWIDTH_BPS.1);
                 (m, w, bw.round())
             }
-        };
-        let budgets: &[f64] = if cfg.cpu_budgets.is_empty() {
-            &[ProfileConfig::default().cpu_budget]
-        } else {
-            &cfg.cpu_budgets
         };
         let mut algorithms: Vec<(Algorithm, f64)> = cfg
             .algorithms

@@ -113,8 +113,8 @@ impl Data {
             };
             let dl = DOWNTIME_LIMIT_COLUMNS
                 .iter()
-                .find_map(|c| s.extra(c).and_then(|v| v.trim().parse::<f64>().ok()))
-                .filter(|v| v.is_finite() && *v > 0.0)
+                .find_map(|c| s.extra_number(c))
+                .filter(|v| *v > 0.0)
                 .unwrap_or(DEFAULT_DOWNTIME_LIMIT_MS);
             let x = inputs::row(&s.features, algorithm, dl).to_vec();
             let (group, has_group) = match &s.group_id {

@@ -9,10 +9,9 @@ use crate::inputs::{self, InputSpec, INPUT_COUNT};
 use crate::rng::Rng;
 use crate::score::{self, Stats};
 use crate::sha256;
-use migsight_proto::wire::FallbackRule;
 use migsight_proto::wire::{
-    AlgorithmPrediction, CvScore, ErrorKind, ErrorReply, Interval, ModelInfo, PredictRequest,
-    Prediction, RecommendRequest, Recommendation,
+    AlgorithmPrediction, CvScore, ErrorKind, ErrorReply, FallbackRule, Interval, ModelInfo,
+    PredictRequest, Prediction, RecommendRequest, Recommendation,
 };
 use migsight_proto::{Algorithm, Feature, Metric};
 use serde::{Deserialize, Serialize};

@@ -6,8 +6,9 @@
 //! names the winner's objective value, its interval and its P.
 
 use migsight_proto::units::{HumanBytes, HumanMs};
-use migsight_proto::wire::FallbackRule;
-use migsight_proto::wire::{Objective, Prediction, RankedAlgorithm, Recommendation, Sla};
+use migsight_proto::wire::{
+    FallbackRule, Objective, Prediction, RankedAlgorithm, Recommendation, Sla,
+};
 use migsight_proto::Metric;
 
 /// Threshold of "likely to meet the SLA" (and to converge at all).

@@ -77,6 +77,14 @@ impl Sample {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+    /// An extra column as a finite number (`None`: absent, empty or not a number).
+    pub fn extra_number(&self, name: &str) -> Option<f64> {
+        self.extra(name)?
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+    }
 }
 
 /// A parsed CSV file.
@@ -450,7 +458,12 @@ pub fn widen(path: &Path, extra_columns: &[String]) -> Result<Vec<String>, CsvEr
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(werr(e)),
+        Err(source) => {
+            return Err(CsvError::Open {
+                file: path.display().to_string(),
+                source,
+            })
+        }
     };
     let want = header(extra_columns);
     let Some(first) = text.lines().next() else {
@@ -563,6 +576,10 @@ mod tests {
         assert_eq!(d.samples[0].extra("dirtied"), Some(""));
         assert_eq!(d.samples[2].extra("dirtied"), Some("3.5"));
         assert_eq!(d.samples[0].extra("qemu_version"), Some("7.2.22"));
+        assert_eq!(d.samples[2].extra_number("dirtied"), Some(3.5));
+        assert_eq!(d.samples[0].extra_number("dirtied"), None, "empty");
+        assert_eq!(d.samples[0].extra_number("qemu_version"), None, "not a number");
+        assert_eq!(d.samples[0].extra_number("absent"), None);
         // A header that is not a prefix is left alone (and refused by open).
         let other = vec!["something_else".to_string(), "x".to_string()];
         assert!(widen(&path, &other).unwrap().is_empty());
