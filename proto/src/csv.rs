@@ -578,7 +578,11 @@ mod tests {
         assert_eq!(d.samples[0].extra("qemu_version"), Some("7.2.22"));
         assert_eq!(d.samples[2].extra_number("dirtied"), Some(3.5));
         assert_eq!(d.samples[0].extra_number("dirtied"), None, "empty");
-        assert_eq!(d.samples[0].extra_number("qemu_version"), None, "not a number");
+        assert_eq!(
+            d.samples[0].extra_number("qemu_version"),
+            None,
+            "not a number"
+        );
         assert_eq!(d.samples[0].extra_number("absent"), None);
         // A header that is not a prefix is left alone (and refused by open).
         let other = vec!["something_else".to_string(), "x".to_string()];
