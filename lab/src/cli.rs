@@ -3,7 +3,7 @@
 use crate::guest::GuestImage;
 use crate::qemu::Accel;
 use crate::runner::{self, Fixed, LabConfig};
-use crate::workload::Workload;
+use crate::workload::{Ranges, Workload};
 use migsight_proto::Algorithm;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,12 +49,23 @@ pub struct LabArgs {
     /// counts, repeat variance) instead of running migrations.
     #[arg(long, value_name = "CSV")]
     pub report: Option<PathBuf>,
+    /// Parameter ranges to draw groups from: classic (guests up to 1 GiB, 10-125 MB/s) or
+    /// wide (up to 4 GiB, 250 MB/s, faster dirtying); see data/README.md.
+    #[arg(long, value_enum, default_value_t = RangeSet::Wide)]
+    pub ranges: RangeSet,
     /// Use one small fixed synthetic workload (256 MiB guest, 50 MB/s) instead of drawing.
     #[arg(long)]
     pub quick: bool,
     /// Where QEMU sockets and snapshots live during a group.
     #[arg(long, default_value = "/tmp/migsight-lab")]
     pub runs_dir: PathBuf,
+}
+
+/// `--ranges`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RangeSet {
+    Classic,
+    Wide,
 }
 
 fn parse_budget(s: &str) -> Result<f64, String> {
@@ -96,6 +107,10 @@ impl LabArgs {
                 workload: Workload::demo(16, 500),
                 bandwidth_bps: 50e6,
             }),
+            ranges: match self.ranges {
+                RangeSet::Classic => Ranges::CLASSIC,
+                RangeSet::Wide => Ranges::WIDE,
+            },
             runs_dir: self.runs_dir.join(std::process::id().to_string()),
         }
     }

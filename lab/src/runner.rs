@@ -118,6 +118,8 @@ pub struct LabConfig {
     /// with several, each state is migrated once per budget too.
     pub cpu_budgets: Vec<f64>,
     pub fixed: Option<Fixed>,
+    /// What groups are drawn from when not fixed.
+    pub ranges: Ranges,
     /// Where QEMU sockets and snapshots live while a group runs.
     pub runs_dir: PathBuf,
 }
@@ -190,9 +192,9 @@ pub fn run(cfg: &LabConfig, image: &GuestImage, cancel: &AtomicBool) -> Result<L
         let (mem_mib, workload, bandwidth_bps) = match &cfg.fixed {
             Some(f) => (f.mem_mib, f.workload.clone(), f.bandwidth_bps),
             None => {
-                let (m, w) = Ranges::draw(&mut rng);
-                let bw = rng.log_uniform(Ranges::BANDWIDTH_BPS.0, Ranges::BANDWIDTH_BPS.1);
-                (m, w, bw.round())
+                let (m, w) = cfg.ranges.draw(&mut rng);
+                let bw = cfg.ranges.draw_bandwidth(&mut rng, m);
+                (m, w, bw)
             }
         };
         let mut algorithms: Vec<(Algorithm, f64)> = cfg

@@ -39,6 +39,7 @@ fn one_precopy_migration_gives_a_consistent_row() {
             workload: Workload::demo(16, 500),
             bandwidth_bps: 60e6,
         }),
+        ranges: migsight_lab::workload::Ranges::CLASSIC,
         runs_dir: dir.path().join("runs"),
     };
     let summary = runner::run(&cfg, &image, &AtomicBool::new(false)).expect("lab run");
