@@ -14,10 +14,10 @@
 //! first records a tiny real dataset with `migsight lab --quick`.
 //! `MIGSIGHT_E2E_ACCEL=kvm` uses KVM.
 
-use migsight_lab::guest::{self, GuestImage};
-use migsight_lab::qemu::{Accel, Qemu, VmSpec};
-use migsight_lab::workload::{OpsPage, Workload};
+use migsight_agent::ops_page::OpsPage;
 use migsight_proto::{Algorithm, Metric};
+use migsight_qemu::image::{self as guest, GuestImage};
+use migsight_qemu::process::{Accel, Qemu, VmSpec};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_migsight");
 const BANDWIDTH: &str = "100MB/s";
 const WINDOW: &str = "3s";
+/// The demo's small synthetic workload (`lab/workload/README.md`).
+const DEMO_WORKLOAD: &str = "console=ttyS0 panic=-1 quiet mitigations=off MODE=synthetic WS_MB=16 RATE=500 BYTES=512 ENTROPY=4 COLD_MB=32 COLD_ENTROPY=6 SEED=1";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -379,8 +381,9 @@ fn plan_and_migrate_a_real_guest_through_the_real_daemons() {
         accel,
         kernel: image.kernel.clone(),
         initrd: image.initrd.clone(),
-        append: Workload::demo(16, 500).kernel_cmdline(),
+        append: DEMO_WORKLOAD.into(),
         incoming,
+        qemu: None,
     };
     let src = Qemu::start(spec("e2e-src", false), &runs).expect("booting the source guest");
     OpsPage::find(src.pid(), Duration::from_secs(180)).expect("the guest workload did not start");

@@ -17,9 +17,9 @@ mod common;
 
 use common::*;
 use migsight_agent::procfs::{process_cpu_seconds, thread_cpu_seconds};
-use migsight_agent::qmp::Qmp;
 use migsight_agent::{profile, ProfileConfig, VmTarget};
 use migsight_proto::Feature;
+use migsight_qemu::qmp::Qmp;
 use serde_json::json;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};

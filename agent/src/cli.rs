@@ -438,6 +438,7 @@ async fn ask_predictor(
         features: report.features,
         bandwidth_bps: p.bandwidth_bps,
         downtime_limit_ms: p.downtime_limit_ms,
+        qemu: report.qemu.clone(),
     };
     let body = match &p.then {
         AfterProfile::Recommend { sla, objective } => RequestBody::Recommend(RecommendRequest {

@@ -1,7 +1,8 @@
 //! The agent's errors, each mapped to a wire [`ErrorKind`].
 
-use crate::qmp::QmpError;
 use migsight_proto::wire::ErrorKind;
+use migsight_qemu::procfs::ProcError;
+use migsight_qemu::qmp::QmpError;
 
 /// Why a VM could not be found or profiled.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,20 @@ pub enum AgentError {
     BadRequest(String),
     #[error("{0}")]
     Other(String),
+}
+
+impl From<ProcError> for AgentError {
+    /// A vanished process is a VM that is not there; a refused read is a
+    /// permission problem the operator can fix.
+    fn from(e: ProcError) -> Self {
+        match e {
+            ProcError::NoProcess(pid) => {
+                AgentError::VmNotFound(format!("no process with pid {pid}"))
+            }
+            ProcError::Io { path, source } => AgentError::io(format!("reading {path}"), source),
+            ProcError::Parse { .. } => AgentError::Other(e.to_string()),
+        }
+    }
 }
 
 impl AgentError {

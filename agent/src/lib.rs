@@ -9,6 +9,7 @@
 //! * [`guest_memory::GuestMemory`] reads guest RAM from the host;
 //! * [`census`] counts its non-zero pages exactly (`VM_size`);
 //! * [`procfs`] has the small `/proc` readers the lab also uses for labels;
+//! * talking to QEMU (QMP, discovery) is `migsight_qemu`'s;
 //! * [`cli`] is the `migsight agent` daemon.
 
 pub mod census;
@@ -16,9 +17,9 @@ pub mod cli;
 pub mod error;
 pub mod guest_memory;
 mod host;
+pub mod ops_page;
 pub mod procfs;
 pub mod profile;
-pub mod qmp;
 pub mod sampler;
 pub mod vm;
 

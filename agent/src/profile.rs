@@ -10,12 +10,13 @@ use crate::error::AgentError;
 use crate::guest_memory::{GuestMemory, PAGE};
 use crate::host::{Network, Pmu};
 use crate::procfs::{proc_stat, HostCpu};
-use crate::qmp::Qmp;
 use crate::sampler::{Rng, Sampler};
 use crate::vm::{check_qemu, ram_backends_from_args, ram_size_from_args, vm_name, VmTarget};
 use migsight_proto::feature::MIB;
 use migsight_proto::wire::{FeatureError, MissingFeature, ProfileReport};
 use migsight_proto::{Feature, FeatureVector};
+use migsight_qemu::discovery::{binary_version, HostSupport};
+use migsight_qemu::qmp::Qmp;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -149,11 +150,14 @@ struct QmpInfo {
     /// Sizes of the memory backends, bytes (empty if QMP did not say).
     ram_backends: Vec<u64>,
     kvm: bool,
+    /// Version, capabilities and the algorithms this QEMU can run.
+    support: HostSupport,
 }
 
 fn qmp_preflight(
     target: &VmTarget,
     cfg: &ProfileConfig,
+    args: &[String],
 ) -> Result<Result<QmpInfo, String>, AgentError> {
     let Some(path) = &target.qmp else {
         return Ok(Err("no QMP socket (pid-only mode)".into()));
@@ -162,7 +166,7 @@ fn qmp_preflight(
         Ok(q) => q,
         Err(e) => {
             let why = match &e {
-                crate::qmp::QmpError::Io { source, .. }
+                migsight_qemu::qmp::QmpError::Io { source, .. }
                     if matches!(
                         source.kind(),
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
@@ -223,16 +227,14 @@ fn qmp_preflight(
                 .map(|a| a.iter().filter_map(|m| m.get("size")?.as_u64()).collect())
         })
         .unwrap_or_default();
-    let kvm = q
-        .execute("query-kvm", None)
-        .ok()
-        .and_then(|r| r.get("enabled").and_then(Value::as_bool))
-        .unwrap_or(false);
+    let support = HostSupport::query(&mut q, args)?;
+    let kvm = support.accel.as_deref() == Some("kvm");
     Ok(Ok(QmpInfo {
         session: q,
         ram_size,
         ram_backends,
         kvm,
+        support,
     }))
 }
 
@@ -313,7 +315,7 @@ pub fn profile(
         |feature: Feature, reason: String| missing.push(MissingFeature { feature, reason });
 
     // QMP: state checks, RAM size, accelerator.
-    let qmp = match qmp_preflight(target, cfg) {
+    let qmp = match qmp_preflight(target, cfg, &args) {
         Ok(q) => q,
         Err(e) if !alive(pid, start_ticks) => {
             tracing::debug!(error = %e, "QMP failed because QEMU exited");
@@ -321,9 +323,28 @@ pub fn profile(
         }
         Err(e) => return Err(e),
     };
-    let (mut session, ram_size, ram_backends, kvm, qmp_reason) = match qmp {
-        Ok(i) => (Some(i.session), i.ram_size, i.ram_backends, i.kvm, None),
-        Err(why) => (None, None, Vec::new(), false, Some(why)),
+    let (mut session, ram_size, ram_backends, kvm, qmp_reason, support) = match qmp {
+        Ok(i) => (
+            Some(i.session),
+            i.ram_size,
+            i.ram_backends,
+            i.kvm,
+            None,
+            Some(i.support),
+        ),
+        Err(why) => {
+            // Pid-only: the binary's version and the command line stand in
+            // for what QMP would have said (the report says so: source "binary").
+            let exe = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
+            let support = match binary_version(&exe) {
+                Ok(v) => Some(HostSupport::from_version(v, &args)),
+                Err(e) => {
+                    tracing::warn!(pid, error = %e, "QEMU version unknown in pid-only mode");
+                    None
+                }
+            };
+            (None, None, Vec::new(), false, Some(why), support)
+        }
     };
     if session.is_none() {
         // Pid-only: a process stopped by a signal is certainly not running.
@@ -648,6 +669,7 @@ pub fn profile(
         // The final sample (every estimate uses it).
         sampled_pages: e.sample_size as u64,
         cpu_budget: cfg.cpu_budget,
+        qemu: support.map(|s| s.info()),
         prediction: None,
         recommendation: None,
     })

@@ -223,6 +223,7 @@ async fn fake_predictor(path: PathBuf) {
                             bandwidth_bps: pr.bandwidth_bps,
                             downtime_limit_ms: pr.downtime_limit_ms,
                             algorithms: vec![],
+                            not_predicted: vec![],
                             missing_features: vec![],
                             model_family: "fake".into(),
                         })

@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
-use migsight_agent::qmp::Qmp;
 use migsight_agent::{locate, profile, AgentError, ProfileConfig, VmTarget};
 use migsight_proto::wire::{ErrorKind, VmRef};
+use migsight_qemu::qmp::Qmp;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,8 +2,10 @@
 //!
 //! Each subcommand's arguments and logic live with the part they belong to:
 //! the daemons in `agent/` and `predictor/`, training and evaluation in
-//! `predictor/`, the lab in `lab/`; the operator workflow (`plan`, `migrate`,
-//! `predict`, `install`) lives here in `cli/`.
+//! `predictor/`; the operator workflow (`plan`, `migrate`, `predict`,
+//! `install`) lives here in `cli/`. The lab is a binary of its own
+//! (`migsight-lab`, which production hosts need not have): `migsight lab`
+//! runs it.
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
@@ -11,7 +13,6 @@ use std::process::ExitCode;
 mod config;
 mod install;
 mod migrate;
-mod outcomes;
 mod plan;
 mod predict;
 mod table;
@@ -47,8 +48,12 @@ enum Command {
     Install(install::InstallArgs),
     /// Remove what `install` put in place.
     Uninstall(install::UninstallArgs),
-    /// Run real QEMU migrations to produce labelled training data.
-    Lab(migsight_lab::cli::LabArgs),
+    /// Run real QEMU migrations to produce labelled training data (runs `migsight-lab`).
+    #[command(disable_help_flag = true)]
+    Lab {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 fn init_logging() {
@@ -63,6 +68,22 @@ fn init_logging() {
     } else {
         builder.try_init()
     };
+}
+
+/// Replaces this process with `migsight-lab ARGS`, found next to this
+/// binary or on `PATH`.
+fn run_lab(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.join("migsight-lab")))
+        .filter(|p| p.is_file());
+    let program = beside.unwrap_or_else(|| "migsight-lab".into());
+    let e = std::process::Command::new(&program).args(&args).exec();
+    anyhow::bail!(
+        "cannot run {}: {e} (the lab is a binary of its own: cargo build --release -p migsight-lab)",
+        program.display()
+    )
 }
 
 fn main() -> ExitCode {
@@ -86,7 +107,7 @@ fn main() -> ExitCode {
         Command::Migrate(a) => migrate::run(a),
         Command::Install(a) => install::install(a),
         Command::Uninstall(a) => install::uninstall(a),
-        Command::Lab(a) => migsight_lab::cli::run(a),
+        Command::Lab { args } => run_lab(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,7 +8,8 @@ use anyhow::{anyhow, Context, Result};
 use migsight_proto::units::{parse_bandwidth, parse_duration_ms, parse_size, HumanBytes, HumanMs};
 use migsight_proto::wire::{
     AfterProfile, Client, ClientError, DirtiedWindow, ErrorKind, Objective, ProfileReport,
-    ProfileRequest, Recommendation, RequestBody, Response, Sla, VmRef, DEFAULT_DOWNTIME_LIMIT_MS,
+    ProfileRequest, QemuInfo, Recommendation, RequestBody, Response, Sla, VmRef,
+    DEFAULT_DOWNTIME_LIMIT_MS,
 };
 use migsight_proto::Feature;
 use serde::{Deserialize, Serialize};
@@ -151,6 +152,9 @@ pub struct PlanOutput {
     /// Distinct memory dirtied within windows of 1, 2, 4, 8, 16 intervals.
     #[serde(default)]
     pub dirtied: Vec<DirtiedWindow>,
+    /// The source QEMU's version and the algorithms it offers (or why not).
+    #[serde(default)]
+    pub qemu: Option<QemuInfo>,
     /// The predictor's answer (wire::Recommendation serialised with serde).
     pub recommendation: Recommendation,
 }
@@ -205,6 +209,7 @@ impl PlanOutput {
                 .collect(),
             qemu_dirty_rate: report.qemu_dirty_rate,
             dirtied: report.dirtied.clone(),
+            qemu: report.qemu.clone(),
             recommendation,
         })
     }
@@ -455,6 +460,22 @@ pub fn render_plan(report: &ProfileReport, out: &PlanOutput) -> String {
         HumanMs(out.downtime_limit_ms),
         rec.objective.name(),
     );
+    s += &match &out.qemu {
+        Some(q) => format!(
+            "QEMU {}{} ({})\n",
+            q.version,
+            q.accel
+                .as_deref()
+                .map(|a| format!(", {a}"))
+                .unwrap_or_default(),
+            if q.source == "qmp" {
+                "asked over QMP"
+            } else {
+                "pid-only: from the QEMU binary's --version and the command line"
+            }
+        ),
+        None => "QEMU version unknown (every algorithm the model knows is listed)\n".into(),
+    };
     let sla = rec.sla;
     let mut limits = Vec::new();
     if let Some(v) = sla.max_downtime_ms {
@@ -606,6 +627,7 @@ mod tests {
             ],
             sampled_pages: 4096,
             cpu_budget: 0.02,
+            qemu: None,
             prediction: None,
             recommendation: None,
         };

@@ -4,9 +4,12 @@
 
 use crate::table;
 use migsight_proto::units;
+use migsight_proto::wire::QemuInfo;
 use migsight_proto::wire::{
     Client, ClientError, PredictRequest, RecommendRequest, RequestBody, Response,
 };
+use migsight_qemu::process::Accel;
+use migsight_qemu::{HostSupport, QemuVersion};
 use std::path::PathBuf;
 
 /// Predict from a features file, without a VM.
@@ -27,9 +30,47 @@ pub struct PredictArgs {
     /// Predict in-process from this model file instead of asking the daemon.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// The source's QEMU version (e.g. 10.0, 7.2.22): only what it offers is predicted.
+    /// Default: this host's qemu-system-x86_64 (or $MIGSIGHT_QEMU), if there is one.
+    #[arg(long, value_name = "VERSION", value_parser = qemu_version)]
+    pub qemu: Option<QemuVersion>,
+    /// The source's accelerator: kvm, kvm-dirty-ring (KVM with a dirty ring: dirty-limit) or tcg.
+    #[arg(long, default_value = "kvm", value_parser = accel)]
+    pub accel: Accel,
     /// Print the wire::Recommendation as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+fn qemu_version(s: &str) -> Result<QemuVersion, String> {
+    QemuVersion::parse(s)
+        .ok_or_else(|| format!("{s:?} is not a QEMU version (e.g. 10.0 or 7.2.22)"))
+}
+
+fn accel(s: &str) -> Result<Accel, String> {
+    s.parse()
+}
+
+/// The source QEMU the prediction is for: `--qemu`, else this host's binary.
+fn source_qemu(a: &PredictArgs) -> Option<QemuInfo> {
+    let version = match a.qemu {
+        Some(v) => v,
+        None => match migsight_qemu::process::binary_version() {
+            Ok(v) => {
+                eprintln!(
+                    "migsight: predicting for QEMU {v} ({}; --qemu VERSION for another)",
+                    migsight_qemu::process::binary()
+                );
+                v
+            }
+            Err(_) => {
+                eprintln!("migsight: no QEMU on this host and no --qemu: predicting every algorithm the model has data for");
+                return None;
+            }
+        },
+    };
+    let args = ["qemu".to_string(), "-accel".into(), a.accel.arg().into()];
+    Some(HostSupport::from_version(version, &args).info())
 }
 
 pub fn run(a: PredictArgs) -> anyhow::Result<()> {
@@ -43,6 +84,7 @@ pub fn run(a: PredictArgs) -> anyhow::Result<()> {
             features,
             bandwidth_bps,
             downtime_limit_ms,
+            qemu: source_qemu(&a),
         },
         sla,
         objective: a.sla.objective,

@@ -69,6 +69,14 @@ pub fn recommendation_table(rec: &Recommendation) -> String {
         }
         s.push('\n');
     }
+    for n in &rec.prediction.not_predicted {
+        let _ = writeln!(
+            s,
+            "  {:<14}unavailable: {}",
+            n.algorithm.name(),
+            n.unavailable.as_deref().unwrap_or("not predicted")
+        );
+    }
     let _ = writeln!(
         s,
         "\n(second line: 90 % prediction interval; * recommended, objective: {})",
@@ -141,7 +149,9 @@ pub fn render(rec: &Recommendation) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use migsight_proto::wire::{AlgorithmPrediction, Objective, Prediction, RankedAlgorithm, Sla};
+    use migsight_proto::wire::{
+        AlgorithmPrediction, AlgorithmSupport, Objective, Prediction, RankedAlgorithm, Sla,
+    };
     use migsight_proto::Algorithm;
 
     #[test]
@@ -151,8 +161,9 @@ mod tests {
             lo: v * 0.8,
             hi: v * 1.25,
         };
-        let algorithms: Vec<AlgorithmPrediction> = Algorithm::ALL
+        let algorithms: Vec<AlgorithmPrediction> = Algorithm::SEED
             .iter()
+            .filter(|a| **a != Algorithm::Compress)
             .map(|&a| AlgorithmPrediction {
                 algorithm: a,
                 metrics: [
@@ -175,6 +186,10 @@ mod tests {
                 bandwidth_bps: 125e6,
                 downtime_limit_ms: 300.0,
                 algorithms,
+                not_predicted: vec![AlgorithmSupport {
+                    algorithm: Algorithm::Compress,
+                    unavailable: Some("removed in QEMU 9.1".into()),
+                }],
                 missing_features: vec![migsight_proto::Feature::VmPmuInstr],
                 model_family: "gbdt".into(),
             },
@@ -187,7 +202,6 @@ mod tests {
                 Algorithm::Xbzrle,
                 Algorithm::Precopy,
                 Algorithm::AutoConverge,
-                Algorithm::Compress,
                 Algorithm::Postcopy,
             ]
             .iter()
@@ -214,5 +228,10 @@ mod tests {
         assert!(t.contains("xbzrle has the lowest total time."));
         assert!(t.contains("drives total time up"));
         assert!(t.contains("VM_pmu_instr"));
+        assert!(
+            t.lines().any(|l| l.trim_start().starts_with("compress")
+                && l.contains("unavailable: removed in QEMU 9.1")),
+            "{t}"
+        );
     }
 }

@@ -1,10 +1,11 @@
 //! `migsight lab`: produce labelled migrations on this machine.
 
-use crate::guest::GuestImage;
-use crate::qemu::Accel;
 use crate::runner::{self, Fixed, LabConfig};
 use crate::workload::{Ranges, Workload};
 use migsight_proto::Algorithm;
+use migsight_qemu::image::GuestImage;
+use migsight_qemu::process::Accel;
+use migsight_qemu::HostSupport;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,8 +20,10 @@ pub struct LabArgs {
     /// Seed: with the same seed and group index, the same workload, guest size and bandwidth are drawn.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// QEMU accelerator: tcg works everywhere; kvm on real hosts.
-    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
+    /// QEMU accelerator: tcg works everywhere; kvm on real hosts; kvm-dirty-ring
+    /// (KVM with a dirty ring) also runs dirty-limit. The QEMU is $MIGSIGHT_QEMU or
+    /// qemu-system-x86_64 on PATH.
+    #[arg(long, default_value = "tcg", value_parser = parse_accel)]
     pub accel: Accel,
     /// Profiling window before each migration (the agent's default is 20s).
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
@@ -34,7 +37,8 @@ pub struct LabArgs {
     /// Time the workload runs after it is ready and before the snapshot.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub warmup: Duration,
-    /// Algorithms to migrate each state with (comma-separated; default all five).
+    /// Algorithms to migrate each state with (comma-separated; default every one the QEMU
+    /// offers with this accelerator).
     #[arg(long, value_delimiter = ',')]
     pub algorithms: Vec<Algorithm>,
     /// Migrate each state this many times per algorithm (the noise floor: same state, same algorithm).
@@ -68,6 +72,10 @@ pub enum RangeSet {
     Wide,
 }
 
+fn parse_accel(s: &str) -> Result<Accel, String> {
+    s.parse()
+}
+
 fn parse_budget(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(b) if b.is_finite() && b > 0.0 && b <= 1.0 => Ok(b),
@@ -85,7 +93,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl LabArgs {
-    pub fn config(&self) -> LabConfig {
+    /// The run's configuration; `offered` is what the QEMU can run (the
+    /// default algorithm list).
+    pub fn config(&self, offered: &[Algorithm]) -> LabConfig {
         LabConfig {
             out: self.out.clone(),
             samples: self.samples,
@@ -96,7 +106,7 @@ impl LabArgs {
             cap: self.cap,
             warmup: self.warmup,
             algorithms: if self.algorithms.is_empty() {
-                Algorithm::ALL.to_vec()
+                offered.to_vec()
             } else {
                 self.algorithms.clone()
             },
@@ -122,18 +132,37 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
         print!("{}", crate::report::render(&d));
         return Ok(());
     }
-    let cancel = crate::interrupt::flag();
-    let cfg = args.config();
+    let cancel = migsight_qemu::cancel::flag();
+    let version = migsight_qemu::process::binary_version().map_err(|e| {
+        anyhow::anyhow!(
+            "{e} (install QEMU with scripts/deps.sh, or point MIGSIGHT_QEMU at a qemu-system-x86_64)"
+        )
+    })?;
+    let accel_args = ["qemu".to_string(), "-accel".into(), args.accel.arg().into()];
+    let support = HostSupport::from_version(version, &accel_args);
+    let cfg = args.config(&support.available());
+    for a in &cfg.algorithms {
+        if let Some(why) = support.unavailable(*a) {
+            anyhow::bail!("--algorithms {a}: not available on QEMU {version}: {why}");
+        }
+    }
     eprintln!("lab: preparing the guest image (built once, then cached)");
     let image = GuestImage::ensure()?;
     eprintln!(
-        "lab: image {} | {} rows to {} | window {:?}, cap {:?}, accel {}",
+        "lab: image {} | {} rows to {} | window {:?}, cap {:?}, QEMU {} ({}), accel {} | algorithms {}",
         image.dir.display(),
         cfg.samples,
         cfg.out.display(),
         cfg.window,
         cfg.cap,
-        cfg.accel.name()
+        version,
+        migsight_qemu::process::binary(),
+        cfg.accel.name(),
+        cfg.algorithms
+            .iter()
+            .map(|a| a.name())
+            .collect::<Vec<_>>()
+            .join(",")
     );
     let result = runner::run(&cfg, &image, cancel);
     let _ = std::fs::remove_dir_all(&cfg.runs_dir);

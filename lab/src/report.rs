@@ -161,30 +161,67 @@ pub fn render(d: &Dataset) -> String {
     let mut out = String::new();
     let s = &d.samples;
     let _ = writeln!(out, "rows: {}", s.len());
-    let _ = writeln!(
-        out,
-        "\n{:<14} {:>5} {:>10} {:>9} {:>10} {:>8} {:>8}",
-        "algorithm", "n", "TT med s", "DT med ms", "TD med MiB", "PERF med", "not conv"
-    );
-    for a in Algorithm::ALL {
-        let rows: Vec<&Sample> = s.iter().filter(|x| x.algorithm == Some(a)).collect();
-        let conv: Vec<&&Sample> = rows.iter().filter(|x| x.did_converge()).collect();
-        let col = |m: Metric| median(conv.iter().filter_map(|x| x.label(m)).collect());
-        let nc = rows.len() - conv.len();
+    // One table per QEMU release: what it counts differs (multifd-zstd's
+    // bytes on 7.2 vs 10.0) and each offers other algorithms.
+    let mut versions: BTreeMap<String, Vec<&Sample>> = BTreeMap::new();
+    for x in s {
+        let v = x
+            .extra("qemu_version")
+            .and_then(|v| {
+                let mut it = v.split('.');
+                Some(format!("{}.{}", it.next()?, it.next()?))
+            })
+            .unwrap_or_else(|| "unknown".into());
+        versions.entry(v).or_default().push(x);
+    }
+    for (version, rows) in &versions {
+        let _ = writeln!(out, "\nQEMU {version}: {} rows", rows.len());
         let _ = writeln!(
             out,
-            "{:<14} {:>5} {:>10} {:>9} {:>10} {:>8} {:>7.0}%",
-            a.name(),
-            rows.len(),
-            fmt(col(Metric::TT), 1000.0, 1),
-            fmt(col(Metric::DT), 1.0, 0),
-            fmt(col(Metric::TD), MIB, 0),
-            fmt(col(Metric::PERF), 1.0, 2),
-            if rows.is_empty() {
-                0.0
-            } else {
-                100.0 * nc as f64 / rows.len() as f64
+            "{:<17} {:>5} {:>10} {:>9} {:>10} {:>8} {:>8}",
+            "algorithm", "n", "TT med s", "DT med ms", "TD med MiB", "PERF med", "not conv"
+        );
+        for a in Algorithm::ALL {
+            let of: Vec<&Sample> = rows
+                .iter()
+                .copied()
+                .filter(|x| x.algorithm == Some(a))
+                .collect();
+            if of.is_empty() {
+                continue;
             }
+            let conv: Vec<&Sample> = of.iter().copied().filter(|x| x.did_converge()).collect();
+            let col = |m: Metric| median(conv.iter().filter_map(|x| x.label(m)).collect());
+            let nc = of.len() - conv.len();
+            let _ = writeln!(
+                out,
+                "{:<17} {:>5} {:>10} {:>9} {:>10} {:>8} {:>7.0}%",
+                a.name(),
+                of.len(),
+                fmt(col(Metric::TT), 1000.0, 1),
+                fmt(col(Metric::DT), 1.0, 0),
+                fmt(col(Metric::TD), MIB, 0),
+                fmt(col(Metric::PERF), 1.0, 2),
+                100.0 * nc as f64 / of.len() as f64
+            );
+        }
+        let range = |f: Feature| {
+            let v: Vec<f64> = rows.iter().filter_map(|x| x.features.get(f)).collect();
+            let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{lo:.1}–{hi:.1}")
+            }
+        };
+        let _ = writeln!(
+            out,
+            "ranges: VM_size {} MiB, VM_ptr {} MiB/s, VM_pdr {} MiB/s, VM_wss {} MiB",
+            range(Feature::VmSize),
+            range(Feature::VmPtr),
+            range(Feature::VmPdr),
+            range(Feature::VmWss)
         );
     }
     let mut by_workload: BTreeMap<String, usize> = BTreeMap::new();
@@ -200,19 +237,28 @@ pub fn render(d: &Dataset) -> String {
     for (w, n) in &by_workload {
         let _ = writeln!(out, "  {w:<12} {n}");
     }
-    let mut groups: BTreeMap<&str, Vec<Algorithm>> = BTreeMap::new();
+    // A group is complete when it has every algorithm its QEMU release
+    // shows anywhere in the file (the lab's default: all the QEMU offers).
+    let version_of = |x: &Sample| x.extra("qemu_version").unwrap_or("").to_string();
+    let mut offered: BTreeMap<String, Vec<Algorithm>> = BTreeMap::new();
+    let mut groups: BTreeMap<&str, (String, Vec<Algorithm>)> = BTreeMap::new();
     for x in s {
         if let (Some(g), Some(a)) = (x.group_id.as_deref(), x.algorithm) {
-            groups.entry(g).or_default().push(a);
+            let v = version_of(x);
+            let o = offered.entry(v.clone()).or_default();
+            if !o.contains(&a) {
+                o.push(a);
+            }
+            groups.entry(g).or_insert_with(|| (v, Vec::new())).1.push(a);
         }
     }
     let complete = groups
         .values()
-        .filter(|v| Algorithm::ALL.iter().all(|a| v.contains(a)))
+        .filter(|(v, have)| offered[v].iter().all(|a| have.contains(a)))
         .count();
     let _ = writeln!(
         out,
-        "\ngroups: {} ({} with all five algorithms)",
+        "\ngroups: {} ({} with every algorithm their QEMU offered in this file)",
         groups.len(),
         complete
     );

@@ -9,86 +9,26 @@
 //! booting (≈5 s), and every row of a group starts from the same state, as in
 //! the seeds' 512-migration dataset.
 
-use crate::guest::GuestImage;
-use crate::host::{lo_tx_bytes, load1, unix_now};
-use crate::migration::{self, MigrationConfig, MigrationOutcome};
-use crate::qemu::{Accel, Qemu, VmSpec};
 use crate::rng::Rng;
-use crate::workload::{ops_rate, OpsPage, Ranges, Workload};
+use crate::workload::{Ranges, Workload};
 use anyhow::{anyhow, bail, Context, Result};
-use migsight_agent::procfs;
+use migsight_agent::ops_page::{ops_rate, OpsPage};
 use migsight_agent::profile::{profile, ProfileConfig};
-use migsight_agent::vm::VmTarget;
+use migsight_agent::vm::{cmdline, VmTarget};
 use migsight_proto::csv::{CsvAppender, Sample};
 use migsight_proto::feature::MIB;
-use migsight_proto::wire::DirtiedWindow;
+use migsight_proto::record::record_columns;
 use migsight_proto::{Algorithm, Feature, Metric};
+use migsight_qemu::driver::{self, MigrationConfig};
+use migsight_qemu::image::GuestImage;
+use migsight_qemu::outcome::{build_row, CpuReading, Measured, Meter, RowContext};
+use migsight_qemu::process::{Accel, Qemu, VmSpec};
+use migsight_qemu::status::MigrateInfo;
+use migsight_qemu::HostSupport;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// Columns the lab writes after the CSAP ones: everything that reproduces a row.
-pub const EXTRA_COLUMNS: [&str; 37] = [
-    "algorithm",
-    "workload",
-    "workload_params",
-    "guest_mem_mib",
-    "bandwidth_bps",
-    "downtime_limit_ms",
-    "cap_ms",
-    "xbzrle_cache_bytes",
-    "compress_level",
-    "compress_threads",
-    "decompress_threads",
-    "throttle_initial",
-    "throttle_increment",
-    "qemu_version",
-    "accel",
-    "seed",
-    "window_ms",
-    "status",
-    "setup_time_ms",
-    "wire_bytes",
-    "throttle_max",
-    "dirty_sync_count",
-    "ops_before_per_s",
-    "ops_during_per_s",
-    "qemu_dirty_rate",
-    "pdr_std_error",
-    "host_load1",
-    "kernel_sha256",
-    "initrd_sha256",
-    "unix_time",
-    // Distinct MiB dirtied within k consecutive sampling intervals (the
-    // profile's curve, `ProfileReport::dirtied`); added after 1,002 rows.
-    "dirtied_k1_mib",
-    "dirtied_k2_mib",
-    "dirtied_k4_mib",
-    "dirtied_k8_mib",
-    "dirtied_k16_mib",
-    // The agent's CPU budget (share of a core per GiB) and the page sample it bought.
-    "cpu_budget",
-    "sampled_pages",
-];
-
-/// The cell of a `dirtied_k{k}_mib` column from a profile's curve: MiB
-/// dirtied within `k` consecutive intervals, empty when the window was
-/// shorter. `None` for any other column.
-pub fn dirtied_cell(dirtied: &[DirtiedWindow], column: &str) -> Option<String> {
-    let k: u32 = column
-        .strip_prefix("dirtied_k")?
-        .strip_suffix("_mib")?
-        .parse()
-        .ok()?;
-    Some(
-        dirtied
-            .iter()
-            .find(|w| w.intervals == k)
-            .map(|w| format!("{:.3}", w.mib))
-            .unwrap_or_default(),
-    )
-}
 
 /// A fixed setting for every group (tests, demos); `None` draws from [`Ranges`].
 #[derive(Debug, Clone)]
@@ -165,7 +105,7 @@ fn fmt_eta(secs: f64) -> String {
 
 /// Runs the lab until `cfg.samples` rows are written or `cancel` is set.
 pub fn run(cfg: &LabConfig, image: &GuestImage, cancel: &AtomicBool) -> Result<LabSummary> {
-    let extra: Vec<String> = EXTRA_COLUMNS.iter().map(|s| s.to_string()).collect();
+    let extra = record_columns();
     let added = migsight_proto::csv::widen(&cfg.out, &extra)?;
     if !added.is_empty() {
         eprintln!(
@@ -281,6 +221,7 @@ impl GroupCtx<'_> {
             initrd: self.image.initrd.clone(),
             append: self.workload.kernel_cmdline(),
             incoming,
+            qemu: None,
         }
     }
 
@@ -357,15 +298,15 @@ impl GroupCtx<'_> {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let qemu_version = format!("{}.{}.{}", sq.version.0, sq.version.1, sq.version.2);
+        let qemu_version = sq.version.to_string();
+        let support = HostSupport::query(&mut sq, &cmdline(src.pid())?)?;
 
         // Profile with the agent's own code, as in production, except that
         // the zero-page census may read every page whatever it costs: the
         // training rows get an exact VM_size (as since group s1-g108), and
         // a production profile reports its estimate's standard error.
         let ops_a = page.read(src.pid())?;
-        let cpu_a = procfs::process_cpu_seconds(src.pid())?;
-        let t_prof = Instant::now();
+        let cpu_a = CpuReading::now(src.pid());
         let pcfg = ProfileConfig {
             window: self.cfg.window,
             interval: self.cfg.interval,
@@ -377,8 +318,9 @@ impl GroupCtx<'_> {
         let target = VmTarget::new(src.pid(), Some(src.agent_qmp_path.clone()));
         let report = profile(&target, &pcfg, cancel).context("profiling the source")?;
         let ops_b = page.read(src.pid())?;
-        let cpu_b = procfs::process_cpu_seconds(src.pid())?;
-        let base_cpu = (cpu_b - cpu_a) / t_prof.elapsed().as_secs_f64().max(1e-3);
+        let base_cpu = cpu_a
+            .zip(CpuReading::now(src.pid()))
+            .and_then(|(a, b)| a.percent_until(&b));
         let ops_before = ops_rate(&ops_a, &ops_b);
 
         // Destination and migration.
@@ -390,166 +332,92 @@ impl GroupCtx<'_> {
         let mut mcfg = MigrationConfig::new(algo, self.bandwidth_bps);
         mcfg.cap = self.cfg.cap;
         let uri = format!("tcp:127.0.0.1:{}", free_port()?);
-        migration::prepare_destination(&mut dq, &mcfg, &uri)?;
-        let rss_before = procfs::process_rss_bytes(src.pid())?;
-        let mut rss_peak = rss_before;
+        driver::prepare_destination(&mut dq, &mcfg, &uri, &cmdline(dst.pid())?)?;
         let src_pid = src.pid();
-        let tx_a = lo_tx_bytes();
+        let mut meter = Meter::start(src_pid, true);
         let ops_start = page.read(src_pid)?;
-        let cpu_start = procfs::process_cpu_seconds(src_pid)?;
-        let outcome = migration::migrate(
+        let outcome = driver::migrate(
             &mut sq,
+            &support,
             &mcfg,
             &uri,
             Duration::from_millis(100),
             cancel,
-            |_| {
-                if let Ok(r) = procfs::process_rss_bytes(src_pid) {
-                    rss_peak = rss_peak.max(r);
-                }
-            },
+            |_| meter.sample(),
         )?;
+        let costs = meter.finish(outcome.wall, base_cpu);
         // The guest now runs where the migration left it.
         let runs_on = if outcome.converged {
             dst.pid()
         } else {
             src_pid
         };
-        let ops_end = page.read_settled(runs_on, &ops_start)?;
-        let cpu_end = procfs::process_cpu_seconds(src_pid)?;
-        let tx_b = lo_tx_bytes();
+        let ops_during = page
+            .read_settled(runs_on, &ops_start)
+            .ok()
+            .and_then(|end| ops_rate(&ops_start, &end));
         if !src.alive() {
             bail!("source QEMU died during migration: {}", src.stderr_tail());
         }
-        let ops_during = ops_rate(&ops_start, &ops_end);
-        let wall = outcome.wall.as_secs_f64().max(1e-3);
-        let extra_cpu = ((cpu_end - cpu_start) / wall - base_cpu) * 100.0;
-        let extra_mem = (rss_peak.saturating_sub(rss_before)) as f64 / MIB;
-
-        let mut s = Sample {
-            algorithm: Some(algo),
-            workload_type: Some(self.workload.mode.workload_type().code()),
-            features: report.features,
-            converged: Some(outcome.converged),
-            group_id: Some(self.group_id.clone()),
-            ..Sample::default()
+        let measured = Measured {
+            costs,
+            performance: ops_before
+                .zip(ops_during)
+                .filter(|(before, _)| *before > 0.0)
+                .map(|(before, during)| during / before),
+            ops_before_per_s: ops_before,
+            ops_during_per_s: ops_during,
         };
-        s.features
-            .set(Feature::VmPtr, Some(self.bandwidth_bps / MIB));
-        s.set_label(
-            Metric::TT,
-            if outcome.converged {
-                outcome.total_time_ms
-            } else {
-                self.cfg.cap.as_secs_f64() * 1000.0
-            },
-        );
-        if let Some(dt) = outcome.downtime_ms {
-            s.set_label(Metric::DT, dt);
-        }
-        s.set_label(Metric::TD, outcome.transferred_bytes);
-        if let (Some(before), Some(during)) = (ops_before, ops_during) {
-            if before > 0.0 {
-                s.set_label(Metric::PERF, during / before);
-            }
-        }
-        s.set_label(Metric::CPU, extra_cpu);
-        s.set_label(Metric::MEM, extra_mem);
-        s.extra = self.extra_columns(
-            &mcfg,
-            &outcome,
-            &qemu_version,
-            ops_before,
-            ops_during,
-            &report,
-            tx_a.zip(tx_b).map(|(a, b)| b.saturating_sub(a)),
-        );
-        Ok(s)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn extra_columns(
-        &self,
-        m: &MigrationConfig,
-        o: &MigrationOutcome,
-        qemu_version: &str,
-        ops_before: Option<f64>,
-        ops_during: Option<f64>,
-        report: &migsight_proto::wire::ProfileReport,
-        wire_bytes: Option<u64>,
-    ) -> Vec<(String, String)> {
-        let opt = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_default();
-        let pdr_err = report
-            .errors
-            .iter()
-            .find(|e| e.feature == Feature::VmPdr)
-            .map(|e| e.std_error);
-        let dirtied = |c: &str| dirtied_cell(&report.dirtied, c).unwrap_or_default();
-        let values: [String; EXTRA_COLUMNS.len()] = [
-            m.algorithm.name().into(),
-            self.workload.mode.name().into(),
-            self.workload.describe(),
-            self.mem_mib.to_string(),
-            format!("{:.0}", self.bandwidth_bps),
-            m.downtime_limit_ms.to_string(),
-            m.cap.as_millis().to_string(),
-            m.xbzrle_cache_bytes.to_string(),
-            m.compress_level.to_string(),
-            m.compress_threads.to_string(),
-            m.decompress_threads.to_string(),
-            m.throttle_initial.to_string(),
-            m.throttle_increment.to_string(),
-            qemu_version.into(),
-            self.cfg.accel.name().into(),
-            self.cfg.seed.to_string(),
-            self.cfg.window.as_millis().to_string(),
-            o.status.clone(),
-            opt(o.setup_time_ms),
-            wire_bytes.map(|b| b.to_string()).unwrap_or_default(),
-            o.throttle_percent_max.to_string(),
-            o.dirty_sync_count.to_string(),
-            opt(ops_before),
-            opt(ops_during),
-            opt(report.qemu_dirty_rate),
-            opt(pdr_err),
-            opt(load1()),
-            self.image.sha256_of("vmlinuz").unwrap_or_default(),
-            self.image
+        let ctx = RowContext {
+            qemu_version,
+            accel: self.cfg.accel.name().into(),
+            guest_mem_mib: Some(self.mem_mib),
+            window_ms: Some(self.cfg.window.as_millis() as u64),
+            workload_type: Some(self.workload.mode.workload_type().code()),
+            workload: self.workload.mode.name().into(),
+            workload_params: self.workload.describe(),
+            seed: Some(self.cfg.seed),
+            kernel_sha256: self.image.sha256_of("vmlinuz").unwrap_or_default(),
+            initrd_sha256: self
+                .image
                 .sha256_of("initramfs.cpio.gz")
                 .unwrap_or_default(),
-            unix_now().to_string(),
-            dirtied("dirtied_k1_mib"),
-            dirtied("dirtied_k2_mib"),
-            dirtied("dirtied_k4_mib"),
-            dirtied("dirtied_k8_mib"),
-            dirtied("dirtied_k16_mib"),
-            report.cpu_budget.to_string(),
-            report.sampled_pages.to_string(),
-        ];
-        EXTRA_COLUMNS
-            .iter()
-            .map(|c| c.to_string())
-            .zip(values)
-            .collect()
+            qemu_dirty_rate: report.qemu_dirty_rate,
+            pdr_std_error: report
+                .errors
+                .iter()
+                .find(|e| e.feature == Feature::VmPdr)
+                .map(|e| e.std_error),
+            dirtied: report.dirtied.clone(),
+            sampled_pages: Some(report.sampled_pages),
+            cpu_budget: Some(report.cpu_budget),
+            group_id: self.group_id.clone(),
+            via: "qmp".into(),
+        };
+        Ok(build_row(
+            &report.features,
+            &mcfg,
+            &outcome,
+            &measured,
+            &ctx,
+        ))
     }
 }
 
 /// Waits for a migration (here: a snapshot to a file) to finish.
-fn wait_migration_end(q: &mut migsight_agent::qmp::Qmp, timeout: Duration) -> Result<()> {
+fn wait_migration_end(q: &mut migsight_qemu::Qmp, timeout: Duration) -> Result<()> {
     let t0 = Instant::now();
     loop {
-        let info = q.query_migrate()?;
-        match info.get("status").and_then(|s| s.as_str()) {
-            Some("completed") => return Ok(()),
-            Some(s @ ("failed" | "cancelled")) => {
-                return Err(anyhow!(
-                    "migration {s}: {}",
-                    info.get("error-desc")
-                        .and_then(|e| e.as_str())
-                        .unwrap_or("no reason given")
-                ))
-            }
-            _ => {}
+        let info = MigrateInfo::query(q)?;
+        if info.status == migsight_qemu::MigrationStatus::Completed {
+            return Ok(());
+        }
+        if info.status.is_final() {
+            return Err(anyhow!(
+                "migration {}: {}",
+                info.status,
+                info.error_desc.as_deref().unwrap_or("no reason given")
+            ));
         }
         if t0.elapsed() > timeout {
             let _ = q.execute("migrate_cancel", None);

@@ -1,14 +1,13 @@
-//! The guest workload: its parameters, how they are drawn, and its ops page.
+//! The guest workload: its parameters and how they are drawn.
 //!
 //! Parameters travel on the kernel command line (see `lab/guest/README.md`
 //! and `lab/workload/README.md`); the workload publishes a counter of
-//! completed operations in a tagged page of guest RAM that the lab reads from
-//! the host, which is how `performance` is measured without any guest I/O.
+//! completed operations in a tagged page of guest RAM that the host reads
+//! (`migsight_agent::ops_page`), which is how `performance` is measured
+//! without any guest I/O.
 
 use crate::rng::Rng;
-use migsight_agent::guest_memory::GuestMemory;
 use migsight_proto::WorkloadType;
-use std::time::{Duration, Instant};
 
 /// Which program runs in the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,152 +254,6 @@ impl Ranges {
         p.push(("SEED", seed.to_string()));
         (mem, Workload { mode, params: p })
     }
-}
-
-/// Offsets in the ops page (`lab/workload/README.md`).
-mod layout {
-    pub const MAGIC: [u8; 16] = [
-        0x6d, 0x69, 0x67, 0x73, 0x69, 0x67, 0x68, 0x74, 0x2d, 0x6f, 0x70, 0x73, 0xa7, 0x3c, 0x5e,
-        0x01,
-    ];
-    pub const OPS: usize = 0x18;
-    pub const HEARTBEAT: usize = 0x28;
-    pub const READY: usize = 0x38;
-    pub const ERROR_MSG: usize = 0x200;
-}
-
-/// Where the workload's ops page is in guest RAM, and how to read it.
-#[derive(Debug, Clone, Copy)]
-pub struct OpsPage {
-    /// Offset of the page in the guest-RAM mapping (same on source and destination).
-    pub offset: u64,
-}
-
-/// A snapshot of the ops page.
-#[derive(Debug, Clone, Copy)]
-pub struct OpsReading {
-    pub ops: u64,
-    pub heartbeat: u64,
-    pub ready: u64,
-    pub at: Instant,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum OpsError {
-    #[error("reading guest memory: {0}")]
-    Memory(#[from] migsight_agent::error::AgentError),
-    #[error("the workload's ops page was not found in guest RAM within {0:?} (did the guest boot? is the image current?)")]
-    NotFound(Duration),
-    #[error("the workload failed in the guest: {0}")]
-    WorkloadFailed(String),
-    #[error("ops page at offset {0:#x} no longer carries the magic")]
-    Lost(u64),
-}
-
-fn le(buf: &[u8], off: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&buf[off..off + 8]);
-    u64::from_le_bytes(b)
-}
-
-impl OpsPage {
-    /// Scans guest RAM of `pid` until the ready ops page appears.
-    pub fn find(pid: u32, timeout: Duration) -> Result<OpsPage, OpsError> {
-        let start = Instant::now();
-        let mut chunk = vec![0u8; 1 << 20];
-        loop {
-            if let Ok(mem) = GuestMemory::open(pid) {
-                let size = mem.size_bytes();
-                let mut off = 0u64;
-                while off < size {
-                    let len = ((size - off) as usize).min(chunk.len());
-                    if mem.read(off, &mut chunk[..len]).is_ok() {
-                        for p in (0..len).step_by(4096) {
-                            if chunk[p..p + 16] == layout::MAGIC {
-                                let page = OpsPage {
-                                    offset: off + p as u64,
-                                };
-                                let r = page.read_with(&mem)?;
-                                if r.ready == 2 {
-                                    let mut msg = vec![0u8; 256];
-                                    mem.read(page.offset + layout::ERROR_MSG as u64, &mut msg)?;
-                                    let end = msg.iter().position(|b| *b == 0).unwrap_or(msg.len());
-                                    return Err(OpsError::WorkloadFailed(
-                                        String::from_utf8_lossy(&msg[..end]).into_owned(),
-                                    ));
-                                }
-                                if r.ready == 1 {
-                                    return Ok(page);
-                                }
-                            }
-                        }
-                    }
-                    off += len as u64;
-                }
-            }
-            if start.elapsed() > timeout {
-                return Err(OpsError::NotFound(timeout));
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-
-    fn read_with(&self, mem: &GuestMemory) -> Result<OpsReading, OpsError> {
-        let mut buf = vec![0u8; 0x40];
-        mem.read(self.offset, &mut buf)?;
-        if buf[..16] != layout::MAGIC {
-            return Err(OpsError::Lost(self.offset));
-        }
-        Ok(OpsReading {
-            ops: le(&buf, layout::OPS),
-            heartbeat: le(&buf, layout::HEARTBEAT),
-            ready: le(&buf, layout::READY),
-            at: Instant::now(),
-        })
-    }
-
-    /// Reads the counters from the QEMU process `pid`.
-    ///
-    /// The page normally sits at the same offset in every QEMU that holds
-    /// this guest; if it is not there (another RAM mapping was picked, the
-    /// guest was restarted), the RAM is scanned again once.
-    pub fn read(&self, pid: u32) -> Result<OpsReading, OpsError> {
-        let mem = GuestMemory::open(pid)?;
-        match self.read_with(&mem) {
-            Err(OpsError::Lost(off)) => {
-                tracing::warn!(pid, offset = off, "ops page moved; rescanning guest RAM");
-                let page = OpsPage::find(pid, Duration::from_secs(10))?;
-                page.read_with(&GuestMemory::open(pid)?)
-            }
-            r => r,
-        }
-    }
-}
-
-impl OpsPage {
-    /// Reads the counters from `pid` once they have caught up with `since`.
-    ///
-    /// The source reports `completed` as soon as it has sent the last
-    /// dirty pages; the destination may still be applying them for a few
-    /// milliseconds, so its copy of the ops page can be an older one whose
-    /// counter is behind `since` (2 % of the first 664 lab rows lost their
-    /// `performance` that way). Waits up to 2 s for a current copy.
-    pub fn read_settled(&self, pid: u32, since: &OpsReading) -> Result<OpsReading, OpsError> {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            let r = self.read(pid)?;
-            if r.ops >= since.ops || Instant::now() >= deadline {
-                return Ok(r);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// Operations per second between two readings.
-pub fn ops_rate(a: &OpsReading, b: &OpsReading) -> Option<f64> {
-    let dt = b.at.duration_since(a.at).as_secs_f64();
-    (dt > 0.0 && b.ops >= a.ops).then(|| (b.ops - a.ops) as f64 / dt)
 }
 
 #[cfg(test)]

@@ -1,12 +1,12 @@
 //! A shortened lab run in CI: one real QEMU guest, one short pre-copy
 //! migration, and the row it writes must be a consistent labelled sample.
 
-use migsight_lab::guest::GuestImage;
-use migsight_lab::qemu::Accel;
 use migsight_lab::runner::{self, Fixed, LabConfig};
 use migsight_lab::workload::Workload;
 use migsight_proto::feature::MIB;
 use migsight_proto::{Algorithm, Feature, Metric};
+use migsight_qemu::image::GuestImage;
+use migsight_qemu::process::Accel;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 

@@ -122,6 +122,7 @@ fn main() {
         features: vm(),
         bandwidth_bps: 125e6,
         downtime_limit_ms: 300.0,
+        qemu: None,
     };
     let rec = RecommendRequest {
         predict: req.clone(),

@@ -5,6 +5,7 @@ use crate::sha256;
 use anyhow::Context;
 use migsight_proto::csv as pcsv;
 use migsight_proto::feature::MIB;
+use migsight_proto::record::is_failure_status;
 use migsight_proto::wire::DEFAULT_DOWNTIME_LIMIT_MS;
 use migsight_proto::{Algorithm, Feature, FeatureVector};
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,8 @@ pub struct Row {
     pub algorithm: Algorithm,
     pub features: FeatureVector,
     pub downtime_limit_ms: f64,
+    /// The source QEMU's version (`qemu_version` column), when recorded.
+    pub qemu: Option<(u32, u32)>,
     pub x: Vec<f64>,
     pub labels: [Option<f64>; 6],
     pub converged: bool,
@@ -61,6 +64,9 @@ pub struct Data {
     pub sha256: String,
     /// Rows skipped (no algorithm), for notes.
     pub skipped: usize,
+    /// Rows of migrations that broke (a host or the link failed; `status`
+    /// failed or post-copy paused): on record, not learned from.
+    pub failures: usize,
     /// Files whose partial last line was ignored.
     pub partial_lines: usize,
 }
@@ -111,12 +117,18 @@ impl Data {
                 self.skipped += 1;
                 continue;
             };
+            if s.extra("status").is_some_and(is_failure_status) {
+                self.failures += 1;
+                continue;
+            }
+            let qemu = s.extra("qemu_version").and_then(qemu_major_minor);
             let dl = DOWNTIME_LIMIT_COLUMNS
                 .iter()
                 .find_map(|c| s.extra_number(c))
                 .filter(|v| *v > 0.0)
                 .unwrap_or(DEFAULT_DOWNTIME_LIMIT_MS);
-            let x = inputs::row(&s.features, algorithm, dl).to_vec();
+            let x =
+                inputs::row(&s.features, algorithm, dl, qemu.map(|(m, _)| f64::from(m))).to_vec();
             let (group, has_group) = match &s.group_id {
                 Some(g) => (format!("{file_index}/{g}"), true),
                 None => (format!("{file_index}#{i}"), false),
@@ -125,6 +137,7 @@ impl Data {
                 algorithm,
                 features: s.features,
                 downtime_limit_ms: dl,
+                qemu,
                 x,
                 labels: s.labels,
                 converged: s.did_converge(),
@@ -153,6 +166,14 @@ impl Data {
     pub fn of(&self, a: Algorithm) -> Vec<&Row> {
         self.rows.iter().filter(|r| r.algorithm == a).collect()
     }
+}
+
+/// `(major, minor)` of a `qemu_version` cell such as `10.0.2`.
+pub fn qemu_major_minor(v: &str) -> Option<(u32, u32)> {
+    let mut it = v.trim().split('.');
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 /// A feature vector with `VM_ptr` set from a bandwidth in bytes/s.

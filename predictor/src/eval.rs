@@ -442,10 +442,11 @@ fn rec_quality(
     }
     let (mut groups, mut correct, mut violations) = (0usize, 0usize, 0usize);
     let mut regrets = Vec::new();
-    let mut fixed_hits = [0usize; 5];
-    let mut fixed_seen = [0usize; 5];
-    let mut fixed_regrets: [Vec<f64>; 5] = Default::default();
-    let mut fixed_misses = [0usize; 5];
+    const N: usize = Algorithm::ALL.len();
+    let mut fixed_hits = [0usize; N];
+    let mut fixed_seen = [0usize; N];
+    let mut fixed_regrets: [Vec<f64>; N] = Default::default();
+    let mut fixed_misses = [0usize; N];
     let mut fallbacks = 0usize;
     let mut unjudged = 0usize;
     let mut defaults: std::collections::BTreeMap<&str, usize> = Default::default();
@@ -855,6 +856,7 @@ mod tests {
             algorithm: a,
             features: migsight_proto::FeatureVector::new(),
             downtime_limit_ms: 300.0,
+            qemu: None,
             x: vec![f64::NAN; inputs::INPUT_COUNT],
             labels: [
                 Some(tt),

@@ -1,5 +1,6 @@
 //! The model's input columns: the 14 CSAP features, the 6 composed features,
-//! the downtime limit, and the analytic pre-copy/post-copy estimates.
+//! the downtime limit, the analytic estimates of the algorithm's series, and
+//! the source's QEMU major version.
 //!
 //! A row is a fixed-size `[f64; INPUT_COUNT]`; an absent value is `NaN`
 //! (trees route it by a learned default direction, the SVR and linear models
@@ -12,7 +13,7 @@ use migsight_proto::{Algorithm, ComposedFeatures, Feature, FeatureVector};
 use serde::{Deserialize, Serialize};
 
 /// Number of input columns.
-pub const INPUT_COUNT: usize = Feature::COUNT + 6 + 1 + 9;
+pub const INPUT_COUNT: usize = Feature::COUNT + 6 + 1 + 10;
 
 /// Index of the first composed feature.
 pub const COMPOSED_START: usize = Feature::COUNT;
@@ -41,6 +42,11 @@ pub const S_TD: usize = DOWNTIME_LIMIT + 8;
 /// TD's out-of-fold predictions). Measured on this lab, `TT = −193 ms +
 /// 0.996 × TD/bandwidth` to 0.3 % gMRE: TT is mostly TD.
 pub const TD_TIME: usize = DOWNTIME_LIMIT + 9;
+/// Index of the source QEMU's major version (7, 10, …; NaN when unknown):
+/// what QEMU counts and meters differs between releases (QEMU 7.2 reports
+/// and rate-limits multifd-zstd's uncompressed bytes, 10.0 the compressed
+/// ones; 9.1 removed `compress`), so one model serves every version.
+pub const QEMU_MAJOR: usize = DOWNTIME_LIMIT + 10;
 
 /// One input column, self-described in the model file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,7 +58,7 @@ pub struct InputSpec {
 
 /// Name of input column `i`.
 pub fn name(i: usize) -> &'static str {
-    const EXTRA: [&str; 10] = [
+    const EXTRA: [&str; 11] = [
         "downtime_limit_ms",
         "A.TT",
         "A.DT",
@@ -63,6 +69,7 @@ pub fn name(i: usize) -> &'static str {
         "S.DT",
         "S.TD",
         "TD.TIME",
+        "qemu_major",
     ];
     if i < Feature::COUNT {
         Feature::ALL[i].column()
@@ -76,7 +83,7 @@ pub fn name(i: usize) -> &'static str {
 /// Unit of input column `i`.
 pub fn unit(i: usize) -> &'static str {
     const COMPOSED: [&str; 6] = ["MiB", "MiB", "MiB", "MiB", "MiB/s", "MiB"];
-    const EXTRA: [&str; 10] = [
+    const EXTRA: [&str; 11] = [
         "ms",
         "ln(ms)",
         "ln(ms)",
@@ -87,6 +94,7 @@ pub fn unit(i: usize) -> &'static str {
         "ln(ms)",
         "ln(bytes)",
         "ln(ms)",
+        "version",
     ];
     if i < Feature::COUNT {
         Feature::ALL[i].unit()
@@ -104,7 +112,7 @@ pub fn description(i: usize) -> &'static str {
     }
     match i {
         DOWNTIME_LIMIT => "QEMU downtime-limit of the migration",
-        A_TT => "analytic estimate of total time (pre-copy series; post-copy formula for postcopy)",
+        A_TT => "analytic estimate of total time (the algorithm's series: pre-copy, post-copy, or pre-copy of the zstd-compressed pages)",
         A_DT => "analytic estimate of downtime",
         A_TD => "analytic estimate of transferred data",
         A_CONV => "whether the analytic pre-copy series converges",
@@ -113,6 +121,7 @@ pub fn description(i: usize) -> &'static str {
         S_DT => "downtime of the series with saturating dirtying",
         S_TD => "transferred data of the series with saturating dirtying",
         TD_TIME => "the model's transferred-data prediction over the bandwidth (TT only)",
+        QEMU_MAJOR => "major version of the source QEMU",
         _ => "composed feature (see migsight_proto::ComposedFeatures)",
     }
 }
@@ -135,32 +144,70 @@ pub fn resolve(name_or_group: &str) -> Option<Vec<usize>> {
     match s {
         "raw" => return Some((0..Feature::COUNT).collect()),
         "composed" => return Some((COMPOSED_START..DOWNTIME_LIMIT).collect()),
-        "analytic" => return Some((A_TT..INPUT_COUNT).collect()),
+        "analytic" => return Some((A_TT..=TD_TIME).collect()),
         _ => {}
     }
     (0..INPUT_COUNT).find(|&i| name(i) == s).map(|i| vec![i])
 }
 
+/// The share of a page's bytes left after zstd, from its normalised byte
+/// entropy (0–1): entropy is a lower bound on bits per byte, and level-1
+/// zstd lands near it on the lab's pages; absent entropy counts as
+/// incompressible (the estimate never claims a gain it cannot see).
+fn compressed_share(entropy: Option<f64>) -> f64 {
+    entropy.unwrap_or(1.0).clamp(0.05, 1.0)
+}
+
 /// The analytic estimate used for `algorithm`'s inputs.
+///
+/// Post-copy and post-copy with preemption: one pass plus the pages dirtied
+/// meanwhile. `multifd-zstd` on QEMU ≥ 9 (or an unknown version): the
+/// pre-copy series over the compressed pages, since those are what QEMU
+/// sends, counts and rate-limits there; on older QEMU (7.2 measured) it
+/// counts and meters the uncompressed bytes, so plain pre-copy. Everything
+/// else, `multifd` included (its channels share `max-bandwidth`): pre-copy.
 pub fn analytic_estimate(
     fv: &FeatureVector,
     algorithm: Algorithm,
     downtime_limit_ms: f64,
     dirtying: analytic::Dirtying,
+    qemu_major: Option<f64>,
 ) -> Option<analytic::Estimate> {
     let size = fv.get(Feature::VmSize);
     let pdr = fv.get(Feature::VmPdr);
     let wss = fv.get(Feature::VmWss);
     let bw = fv.get(Feature::VmPtr);
     match algorithm {
-        Algorithm::Postcopy => analytic::postcopy(size, pdr, wss, bw, dirtying),
+        Algorithm::Postcopy | Algorithm::PostcopyPreempt => {
+            analytic::postcopy(size, pdr, wss, bw, dirtying)
+        }
+        Algorithm::MultifdZstd if qemu_major.is_none_or(|m| m >= 9.0) => {
+            let hot = compressed_share(fv.get(Feature::VmWse));
+            let cold = compressed_share(fv.get(Feature::VmNwse));
+            let size_v = size?;
+            let wss_v = wss.unwrap_or(size_v).min(size_v);
+            analytic::precopy(
+                Some(wss_v * hot + (size_v - wss_v) * cold),
+                pdr.map(|p| p * hot),
+                Some(wss_v * hot),
+                bw,
+                downtime_limit_ms,
+                dirtying,
+            )
+        }
         _ => analytic::precopy(size, pdr, wss, bw, downtime_limit_ms, dirtying),
     }
 }
 
 /// Builds the input row for `algorithm`. `fv`'s `VM_ptr` must already be the
-/// migration bandwidth in MiB/s.
-pub fn row(fv: &FeatureVector, algorithm: Algorithm, downtime_limit_ms: f64) -> [f64; INPUT_COUNT] {
+/// migration bandwidth in MiB/s; `qemu_major` is the source QEMU's major
+/// version, when known.
+pub fn row(
+    fv: &FeatureVector,
+    algorithm: Algorithm,
+    downtime_limit_ms: f64,
+    qemu_major: Option<f64>,
+) -> [f64; INPUT_COUNT] {
     let mut x = [f64::NAN; INPUT_COUNT];
     for f in Feature::ALL {
         if let Some(v) = fv.get(f) {
@@ -173,15 +220,21 @@ pub fn row(fv: &FeatureVector, algorithm: Algorithm, downtime_limit_ms: f64) -> 
         }
     }
     x[DOWNTIME_LIMIT] = downtime_limit_ms;
-    if let Some(e) = analytic_estimate(fv, algorithm, downtime_limit_ms, analytic::Dirtying::Linear)
-    {
+    x[QEMU_MAJOR] = qemu_major.unwrap_or(f64::NAN);
+    if let Some(e) = analytic_estimate(
+        fv,
+        algorithm,
+        downtime_limit_ms,
+        analytic::Dirtying::Linear,
+        qemu_major,
+    ) {
         x[A_TT] = e.tt_ms.max(1e-3).ln();
         x[A_DT] = e.dt_ms.max(1e-3).ln();
         x[A_TD] = e.td_bytes.max(1.0).ln();
         x[A_CONV] = if e.converges { 1.0 } else { 0.0 };
     }
     let saturating = analytic::Dirtying::Saturating;
-    if let Some(e) = analytic_estimate(fv, algorithm, downtime_limit_ms, saturating) {
+    if let Some(e) = analytic_estimate(fv, algorithm, downtime_limit_ms, saturating, qemu_major) {
         x[S_TT] = e.tt_ms.max(1e-3).ln();
         x[S_DT] = e.dt_ms.max(1e-3).ln();
         x[S_TD] = e.td_bytes.max(1.0).ln();
@@ -230,12 +283,46 @@ mod tests {
         let fv = FeatureVector::new()
             .with(Feature::VmSize, 1000.0)
             .with(Feature::VmPtr, 100.0);
-        let x = row(&fv, Algorithm::Precopy, 300.0);
+        let x = row(&fv, Algorithm::Precopy, 300.0, None);
         assert_eq!(x[Feature::VmSize.index()], 1000.0);
         assert!(x[Feature::VmWss.index()].is_nan());
+        assert!(x[QEMU_MAJOR].is_nan());
         assert!(x[A_TT].is_nan(), "no dirty rate, no analytic estimate");
-        let x = row(&fv.with(Feature::VmPdr, 10.0), Algorithm::Precopy, 300.0);
+        let x = row(
+            &fv.with(Feature::VmPdr, 10.0),
+            Algorithm::Precopy,
+            300.0,
+            Some(10.0),
+        );
         assert!(x[A_TT].is_finite());
         assert_eq!(x[A_CONV], 1.0);
+        assert_eq!(x[QEMU_MAJOR], 10.0);
+    }
+
+    #[test]
+    fn zstd_sends_the_compressed_pages_on_current_qemu() {
+        let fv = FeatureVector::new()
+            .with(Feature::VmSize, 1000.0)
+            .with(Feature::VmWss, 100.0)
+            .with(Feature::VmPdr, 5.0)
+            .with(Feature::VmWse, 0.5)
+            .with(Feature::VmNwse, 0.25)
+            .with(Feature::VmPtr, 100.0);
+        let td = |a: Algorithm, major: Option<f64>| {
+            analytic_estimate(&fv, a, 300.0, analytic::Dirtying::Linear, major)
+                .unwrap()
+                .td_bytes
+        };
+        let plain = td(Algorithm::Precopy, Some(10.0));
+        let zstd = td(Algorithm::MultifdZstd, Some(10.0));
+        // 100 MiB at half + 900 MiB at a quarter = 275 MiB first pass.
+        assert!(
+            zstd < 0.3 * plain && zstd > 0.25 * plain,
+            "{zstd} vs {plain}"
+        );
+        assert_eq!(td(Algorithm::MultifdZstd, Some(7.0)), plain);
+        assert_eq!(td(Algorithm::Multifd, Some(10.0)), plain);
+        let post = td(Algorithm::Postcopy, Some(10.0));
+        assert_eq!(td(Algorithm::PostcopyPreempt, Some(10.0)), post);
     }
 }

@@ -10,15 +10,15 @@ use crate::rng::Rng;
 use crate::score::{self, Stats};
 use crate::sha256;
 use migsight_proto::wire::{
-    AlgorithmPrediction, CvScore, ErrorKind, ErrorReply, FallbackRule, Interval, ModelInfo,
-    PredictRequest, Prediction, RecommendRequest, Recommendation,
+    AlgorithmPrediction, AlgorithmSupport, CvScore, ErrorKind, ErrorReply, FallbackRule, Interval,
+    ModelInfo, PredictRequest, Prediction, RecommendRequest, Recommendation,
 };
 use migsight_proto::{Algorithm, Feature, Metric};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Version of the model file layout. Bump on any incompatible change.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// First bytes of a model file.
 pub const MAGIC: &[u8; 8] = b"MIGSMDL\n";
 /// Nominal coverage of the prediction intervals.
@@ -378,6 +378,10 @@ impl ConvergeModel {
         }
     }
 }
+
+/// A predicted algorithm's model and each metric's transformed prediction
+/// (what P(meets SLA) is computed from).
+pub type Transformed<'a> = (&'a AlgorithmModel, [f64; 6]);
 
 /// A trained model, as stored in a model file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1080,6 +1084,12 @@ impl Model {
                 data.skipped
             ));
         }
+        if data.failures > 0 {
+            notes.push(format!(
+                "{} rows of migrations that broke (status failed or post-copy paused) were skipped",
+                data.failures
+            ));
+        }
         let absent: Vec<&str> = Feature::ALL
             .iter()
             .filter(|f| !inputs_used.contains(&f.index()))
@@ -1281,22 +1291,46 @@ impl Model {
         Ok(())
     }
 
-    /// Predicts every metric of every algorithm.
+    /// Predicts every metric of every algorithm the source can run and the
+    /// model has data for.
     pub fn predict(&self, req: &PredictRequest) -> Result<Prediction, ErrorReply> {
         self.predict_inner(req).map(|(p, _)| p)
     }
 
-    /// The prediction and, per algorithm, each metric's transformed value.
+    /// Why `am` is not predicted for `req`: the source cannot run it, or no
+    /// training row is behind it (a prediction would be the bare series).
+    fn not_predicted(&self, am: &AlgorithmModel, req: &PredictRequest) -> Option<String> {
+        if let Some(why) = req.qemu.as_ref().and_then(|q| q.unavailable(am.algorithm)) {
+            return Some(why.to_string());
+        }
+        (am.rows == 0).then(|| format!("no training data for {} in this model", am.algorithm))
+    }
+
+    /// The prediction and, per predicted algorithm, its model and each
+    /// metric's transformed value.
     fn predict_inner(
         &self,
         req: &PredictRequest,
-    ) -> Result<(Prediction, Vec<[f64; 6]>), ErrorReply> {
+    ) -> Result<(Prediction, Vec<Transformed<'_>>), ErrorReply> {
         Self::check_request(req)?;
         let fv = data::with_bandwidth(&req.features, req.bandwidth_bps);
-        let mut algorithms = Vec::with_capacity(5);
-        let mut zs = Vec::with_capacity(5);
+        let qemu_major = req
+            .qemu
+            .as_ref()
+            .and_then(|q| q.major_minor())
+            .map(|(m, _)| f64::from(m));
+        let mut algorithms = Vec::with_capacity(self.algorithms.len());
+        let mut not_predicted = Vec::new();
+        let mut zs = Vec::with_capacity(self.algorithms.len());
         for am in &self.algorithms {
-            let mut x = inputs::row(&fv, am.algorithm, req.downtime_limit_ms);
+            if let Some(why) = self.not_predicted(am, req) {
+                not_predicted.push(AlgorithmSupport {
+                    algorithm: am.algorithm,
+                    unavailable: Some(why),
+                });
+                continue;
+            }
+            let mut x = inputs::row(&fv, am.algorithm, req.downtime_limit_ms, qemu_major);
             let (preds, p_converge) = am.predict_metrics(&mut x);
             let metrics = preds.map(|p| Interval {
                 value: p.value,
@@ -1311,7 +1345,24 @@ impl Model {
                 p_converge,
                 explanation,
             });
-            zs.push(z);
+            zs.push((am, z));
+        }
+        if algorithms.is_empty() {
+            return Err(ErrorReply::new(
+                ErrorKind::NoModel,
+                format!(
+                    "this model predicts none of the algorithms the source offers ({})",
+                    not_predicted
+                        .iter()
+                        .map(|n| format!(
+                            "{}: {}",
+                            n.algorithm,
+                            n.unavailable.as_deref().unwrap_or("")
+                        ))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            ));
         }
         let missing_features = Feature::ALL
             .into_iter()
@@ -1322,6 +1373,7 @@ impl Model {
                 bandwidth_bps: req.bandwidth_bps,
                 downtime_limit_ms: req.downtime_limit_ms,
                 algorithms,
+                not_predicted,
                 missing_features,
                 model_family: self.family.name().to_string(),
             },
@@ -1329,24 +1381,22 @@ impl Model {
         ))
     }
 
-    /// P(converges and meets every SLA limit) per algorithm, from P(converges)
-    /// and each limit's probability under the held-out residual distribution
-    /// (limits treated as independent).
+    /// P(converges and meets every SLA limit) per predicted algorithm, from
+    /// P(converges) and each limit's probability under the held-out residual
+    /// distribution (limits treated as independent).
     pub fn p_meets_sla(
-        &self,
         sla: &migsight_proto::wire::Sla,
         p_converge: &[f64],
-        zs: &[[f64; 6]],
+        zs: &[Transformed<'_>],
     ) -> Vec<f64> {
-        self.algorithms
-            .iter()
+        zs.iter()
             .enumerate()
-            .map(|(i, am)| {
+            .map(|(i, (am, z))| {
                 let mut p = p_converge[i];
                 for (metric, limit, upper) in sla.limits() {
                     let mm = &am.metrics[metric.index()];
                     p *= mm.p_within(
-                        zs[i][metric.index()],
+                        z[metric.index()],
                         limit,
                         upper,
                         crate::recommend::near_edge(p_converge[i]),
@@ -1364,7 +1414,7 @@ impl Model {
             .map_err(|e| ErrorReply::new(ErrorKind::BadRequest, e))?;
         let (prediction, zs) = self.predict_inner(&req.predict)?;
         let pc: Vec<f64> = prediction.algorithms.iter().map(|a| a.p_converge).collect();
-        let p = self.p_meets_sla(&req.sla, &pc, &zs);
+        let p = Self::p_meets_sla(&req.sla, &pc, &zs);
         Ok(crate::recommend::rank(
             prediction,
             &p,
@@ -1419,6 +1469,7 @@ mod tests {
             features: fv,
             bandwidth_bps: 60.0 * 1048576.0,
             downtime_limit_ms: 300.0,
+            qemu: None,
         }
     }
 
@@ -1672,7 +1723,14 @@ mod tests {
                     objective: Objective::Time,
                 })
                 .unwrap();
-            assert_eq!(rec.ranked.len(), 5);
+            // Three rows, three algorithms: the others have no data behind
+            // them and are not predicted.
+            assert_eq!(rec.ranked.len(), 3);
+            assert_eq!(rec.prediction.not_predicted.len(), Algorithm::ALL.len() - 3);
+            assert!(rec.prediction.not_predicted.iter().all(|n| n
+                .unavailable
+                .as_deref()
+                .is_some_and(|w| w.contains("no training data"))));
             for a in &rec.prediction.algorithms {
                 for iv in a.metrics {
                     assert!(
@@ -1695,9 +1753,11 @@ mod tests {
                 MetricStatus::NoData
             );
         }
-        // No rows at all.
+        // No rows at all: nothing to predict, said with a typed error.
         let m = Model::train(&Data::default(), &fast(FamilyKind::Gbdt, 1));
-        assert!(m.predict(&request(vm())).is_ok());
+        let e = m.predict(&request(vm())).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NoModel);
+        assert!(e.message.contains("no training data"), "{}", e.message);
     }
 
     #[test]

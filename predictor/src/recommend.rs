@@ -256,7 +256,7 @@ mod tests {
         Prediction {
             bandwidth_bps: 1e8,
             downtime_limit_ms: 300.0,
-            algorithms: Algorithm::ALL
+            algorithms: Algorithm::SEED
                 .iter()
                 .map(|&a| {
                     let i = a.index();
@@ -273,6 +273,7 @@ mod tests {
                     }
                 })
                 .collect(),
+            not_predicted: vec![],
             missing_features: vec![],
             model_family: "test".into(),
         }

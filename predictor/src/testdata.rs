@@ -55,13 +55,14 @@ pub fn simulate(groups: usize, seed: u64, full: bool) -> Dataset {
                 .with(Feature::SrcMemAvail, 4000.0 + rng.unit() * 12000.0)
                 .with(Feature::DstMemAvail, 4000.0 + rng.unit() * 12000.0);
         }
-        for a in Algorithm::ALL {
+        // The seed's five, as on QEMU 7.2 (the newer algorithms have no rows:
+        // tests see a model that does not predict them).
+        for a in Algorithm::SEED {
             let (eff_pdr, eff_bw, eff_wss) = match a {
-                Algorithm::Precopy => (pdr, ptr, wss),
                 Algorithm::AutoConverge => (pdr * 0.35, ptr, wss),
                 Algorithm::Xbzrle => (pdr * (mwpp / 4096.0).max(0.1), ptr, wss),
                 Algorithm::Compress => (pdr, ptr / wse.max(0.3) * 0.8, wss),
-                Algorithm::Postcopy => (pdr, ptr, wss),
+                _ => (pdr, ptr, wss),
             };
             let e = if a == Algorithm::Postcopy {
                 analytic::postcopy(

@@ -36,6 +36,7 @@ fn predict_request(fv: FeatureVector) -> PredictRequest {
         features: fv,
         bandwidth_bps: 125e6,
         downtime_limit_ms: 300.0,
+        qemu: None,
     }
 }
 

@@ -647,7 +647,7 @@ mod tests {
 
     #[test]
     fn bad_capability_range_and_shape_are_errors() {
-        let e = read("capability,VM_size\n7,5\n".as_bytes(), "c.csv").unwrap_err();
+        let e = read("capability,VM_size\n9,5\n".as_bytes(), "c.csv").unwrap_err();
         assert!(e.to_string().contains("capability"), "{e}");
         let e = read("capability,VM_wse\n0,1.7\n".as_bytes(), "c.csv").unwrap_err();
         assert!(e.to_string().contains("VM_wse"), "{e}");

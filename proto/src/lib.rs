@@ -1,9 +1,10 @@
 //! The shared vocabulary of migsight.
 //!
 //! Everything that more than one part of migsight must agree on lives here and
-//! only here: the five migration [`Algorithm`]s, the six predicted [`Metric`]s,
+//! only here: the migration [`Algorithm`]s, the six predicted [`Metric`]s,
 //! the CSAP feature schema ([`Feature`], [`FeatureVector`]) with its composed
-//! features, the CSAP-schema CSV reader/writer ([`csv`]) and the wire protocol
+//! features, the CSAP-schema CSV reader/writer ([`csv`]) with migsight's
+//! record columns ([`record`]), and the wire protocol
 //! between the CLI, the agent and the predictor ([`wire`], [`frame`]).
 //!
 //! Data flows one way through these types:
@@ -14,6 +15,7 @@ pub mod csv;
 pub mod feature;
 pub mod frame;
 pub mod metric;
+pub mod record;
 pub mod rng;
 pub mod units;
 pub mod wire;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Version of the message set below. Bump on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// QEMU's default downtime limit, used when a request does not give one.
 pub const DEFAULT_DOWNTIME_LIMIT_MS: f64 = 300.0;
@@ -56,6 +56,51 @@ pub struct PredictRequest {
     pub bandwidth_bps: f64,
     /// QEMU `downtime-limit`, ms.
     pub downtime_limit_ms: f64,
+    /// The source QEMU: its version (a model input) and the algorithms it
+    /// can run (only those are predicted). `None`: not known; every
+    /// algorithm the model has data for is predicted, version unknown.
+    pub qemu: Option<QemuInfo>,
+}
+
+/// What the source QEMU is and can run (`migsight_qemu::discovery`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QemuInfo {
+    /// `10.0.2`.
+    pub version: String,
+    /// `kvm`, `tcg`, … when known.
+    pub accel: Option<String>,
+    /// `qmp` (asked the running QEMU) or `binary` (its `--version` and command
+    /// line: pid-only mode, e.g. under libvirt).
+    pub source: String,
+    /// Every algorithm migsight knows, with why it is unavailable here.
+    pub algorithms: Vec<AlgorithmSupport>,
+}
+
+impl QemuInfo {
+    /// `(major, minor)` of [`QemuInfo::version`], when it parses.
+    pub fn major_minor(&self) -> Option<(u32, u32)> {
+        let mut it = self.version.split('.');
+        let major = it.next()?.parse().ok()?;
+        let minor = it.next()?.parse().ok()?;
+        Some((major, minor))
+    }
+
+    /// Why `a` cannot run on this QEMU (`None`: it can). An algorithm the
+    /// list does not mention (a newer migsight's) is unavailable.
+    pub fn unavailable(&self, a: Algorithm) -> Option<&str> {
+        match self.algorithms.iter().find(|s| s.algorithm == a) {
+            Some(s) => s.unavailable.as_deref(),
+            None => Some("not known to the source's migsight"),
+        }
+    }
+}
+
+/// One algorithm on one QEMU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlgorithmSupport {
+    pub algorithm: Algorithm,
+    /// `None`: available; else why not (`removed in QEMU 9.1`).
+    pub unavailable: Option<String>,
 }
 
 /// Limits the operator must not exceed. `None` means no limit.
@@ -404,8 +449,12 @@ impl AlgorithmPrediction {
 pub struct Prediction {
     pub bandwidth_bps: f64,
     pub downtime_limit_ms: f64,
-    /// One entry per algorithm, in CSAP order.
+    /// One entry per algorithm that the source can run and the model has
+    /// data for, in code order.
     pub algorithms: Vec<AlgorithmPrediction>,
+    /// The algorithms not predicted, and why (unavailable on the source, or
+    /// no training data behind them).
+    pub not_predicted: Vec<AlgorithmSupport>,
     /// Features the model wanted but the request lacked.
     pub missing_features: Vec<Feature>,
     pub model_family: String,
@@ -481,6 +530,9 @@ pub struct ProfileReport {
     pub sampled_pages: u64,
     /// The CPU budget that bought the sample (share of one core per GiB).
     pub cpu_budget: f64,
+    /// The QEMU: version and the algorithms it can run (`None` when neither
+    /// QMP nor the binary told).
+    pub qemu: Option<QemuInfo>,
     pub prediction: Option<Prediction>,
     pub recommendation: Option<Recommendation>,
 }
@@ -584,6 +636,10 @@ mod tests {
                     explanation: vec!["dirty rate drives total time".into()],
                 })
                 .to_vec(),
+            not_predicted: vec![AlgorithmSupport {
+                algorithm: Algorithm::DirtyLimit,
+                unavailable: Some("no training data".into()),
+            }],
             missing_features: vec![Feature::VmPmuInstr],
             model_family: "gbdt".into(),
         }
@@ -594,6 +650,15 @@ mod tests {
             features: features(),
             bandwidth_bps: 125e6,
             downtime_limit_ms: 300.0,
+            qemu: Some(QemuInfo {
+                version: "10.0.2".into(),
+                accel: Some("kvm".into()),
+                source: "qmp".into(),
+                algorithms: vec![AlgorithmSupport {
+                    algorithm: Algorithm::Compress,
+                    unavailable: Some("removed in QEMU 9.1".into()),
+                }],
+            }),
         };
         vec![
             RequestBody::Health,
@@ -690,6 +755,7 @@ mod tests {
                     mib: 3.5,
                 }],
                 sampled_pages: 4096,
+                qemu: None,
                 cpu_budget: 0.02,
                 prediction: Some(p),
                 recommendation: None,

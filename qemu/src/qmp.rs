@@ -5,9 +5,14 @@
 //! `{"error": …}`, with asynchronous `{"event": …}` lines interleaved.
 //! Commands are sent as raw JSON (not a typed schema) on purpose: the
 //! migration capabilities and parameters differ between QEMU versions
-//! (7.2 still has `compress`, 9.x does not), and a raw client lets the caller
-//! send exactly what the running QEMU understands.
+//! (7.2 still has `compress`, 9.1 removed it; 8.1 added `dirty-limit`), and a
+//! raw client lets the caller send exactly what the running QEMU understands
+//! (`discovery` asks it first). The replies migsight relies on are typed in
+//! [`crate::status`] and [`crate::discovery`]. (`qapi` 0.15's typed enums
+//! break on QEMU versions other than its schema's, measured before this
+//! crate existed.)
 
+use crate::version::QemuVersion;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -49,8 +54,8 @@ pub struct Qmp {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
     events: VecDeque<Value>,
-    /// QEMU version from the greeting, e.g. (7, 2, 22).
-    pub version: (u64, u64, u64),
+    /// QEMU version from the greeting.
+    pub version: QemuVersion,
 }
 
 impl Qmp {
@@ -72,14 +77,19 @@ impl Qmp {
             reader: BufReader::new(stream),
             writer,
             events: VecDeque::new(),
-            version: (0, 0, 0),
+            version: QemuVersion::new(0, 0, 0),
         };
         let greeting = qmp.read_message()?;
         let v = greeting
             .pointer("/QMP/version/qemu")
             .ok_or_else(|| qmp.protocol("no QMP greeting"))?;
-        let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
-        qmp.version = (n("major"), n("minor"), n("micro"));
+        let n = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .and_then(|x| u32::try_from(x).ok())
+                .unwrap_or(0)
+        };
+        qmp.version = QemuVersion::new(n("major"), n("minor"), n("micro"));
         qmp.execute("qmp_capabilities", None)?;
         Ok(qmp)
     }
@@ -181,7 +191,7 @@ impl Qmp {
         Ok((status, running))
     }
 
-    /// `query-migrate` as raw JSON.
+    /// `query-migrate` as raw JSON (typed: [`crate::status::MigrateInfo::query`]).
     pub fn query_migrate(&mut self) -> Result<Value, QmpError> {
         self.execute("query-migrate", None)
     }
@@ -242,7 +252,7 @@ mod tests {
             "{\"error\": {\"class\": \"GenericError\", \"desc\": \"nope\"}}\n",
         ]);
         let mut q = Qmp::connect(&path, Duration::from_secs(5)).unwrap();
-        assert_eq!(q.version, (7, 2, 22));
+        assert_eq!(q.version, QemuVersion::new(7, 2, 22));
         assert_eq!(q.status().unwrap(), ("paused".to_string(), false));
         assert_eq!(q.take_events().len(), 1);
         let e = q.execute("migrate", None).unwrap_err();

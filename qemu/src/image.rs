@@ -1,6 +1,6 @@
-//! The lab's guest image: a cloud kernel and an initramfs with the workloads,
-//! built reproducibly by `lab/guest/build-image.sh` into a cache outside the
-//! source tree.
+//! The guest image the lab, the tests and the demo boot: a cloud kernel and
+//! an initramfs with migsight's workloads, built reproducibly by
+//! `lab/guest/build-image.sh` into a cache outside the source tree.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,7 +45,7 @@ pub fn build_script() -> PathBuf {
     if let Some(src) = std::env::var_os("MIGSIGHT_SRC") {
         return PathBuf::from(src).join("lab/guest/build-image.sh");
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/build-image.sh")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../lab/guest/build-image.sh")
 }
 
 impl GuestImage {

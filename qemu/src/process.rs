@@ -1,32 +1,74 @@
-//! Starting and stopping QEMU processes that can never outlive the lab.
+//! Starting and stopping QEMU processes (the lab, the tests, the demo) that
+//! can never outlive their parent.
 //!
-//! Every QEMU gets `PR_SET_PDEATHSIG(SIGKILL)`, so it dies with the lab even
-//! on a crash, and [`Qemu`]'s `Drop` kills and reaps it, so an error or a
+//! Every QEMU gets `PR_SET_PDEATHSIG(SIGKILL)`, so it dies with its parent
+//! even on a crash, and [`Qemu`]'s `Drop` kills and reaps it, so an error or a
 //! Ctrl-C anywhere leaves no stray processes. Its sockets live in a run
 //! directory that is removed with it.
+//!
+//! Which QEMU: `$MIGSIGHT_QEMU` (a path to a `qemu-system-x86_64`, e.g. an
+//! unpacked older release, see `scripts/deps.sh`), else the one on `PATH`.
 
-use migsight_agent::qmp::{Qmp, QmpError};
+use crate::qmp::{Qmp, QmpError};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How QEMU executes guest code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accel {
     /// Software emulation: works everywhere, including nested hosts.
     Tcg,
     /// Hardware virtualisation, for real hosts.
     Kvm,
+    /// KVM with a dirty ring of 4096 entries, which `dirty-limit` needs.
+    KvmDirtyRing,
 }
 
 impl Accel {
     pub fn name(self) -> &'static str {
         match self {
             Accel::Tcg => "tcg",
-            Accel::Kvm => "kvm",
+            Accel::Kvm | Accel::KvmDirtyRing => "kvm",
         }
     }
+
+    /// The `-accel` argument.
+    pub fn arg(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+            Accel::KvmDirtyRing => "kvm,dirty-ring-size=4096",
+        }
+    }
+}
+
+impl std::str::FromStr for Accel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Accel, String> {
+        match s.trim() {
+            "tcg" => Ok(Accel::Tcg),
+            "kvm" => Ok(Accel::Kvm),
+            "kvm-dirty-ring" => Ok(Accel::KvmDirtyRing),
+            other => Err(format!(
+                "unknown accelerator {other:?} (expected tcg, kvm or kvm-dirty-ring)"
+            )),
+        }
+    }
+}
+
+/// The QEMU binary to start: `$MIGSIGHT_QEMU`, else `qemu-system-x86_64`.
+pub fn binary() -> String {
+    std::env::var("MIGSIGHT_QEMU")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "qemu-system-x86_64".to_string())
+}
+
+/// The version of [`binary`], from its `--version`.
+pub fn binary_version() -> Result<crate::QemuVersion, String> {
+    crate::discovery::binary_version(std::path::Path::new(&binary()))
 }
 
 /// What to boot.
@@ -42,11 +84,13 @@ pub struct VmSpec {
     pub append: String,
     /// Start with `-incoming defer` (a migration destination or a restore).
     pub incoming: bool,
+    /// The QEMU binary (`None`: [`binary`]).
+    pub qemu: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum QemuError {
-    #[error("cannot start {binary}: {source} (install it with: apt-get install qemu-system-x86)")]
+    #[error("cannot start {binary}: {source} (install it with scripts/deps.sh, or point MIGSIGHT_QEMU at a qemu-system-x86_64)")]
     Spawn {
         binary: String,
         source: std::io::Error,
@@ -95,18 +139,22 @@ impl Qemu {
         let serial = run_dir.join("serial.sock");
         let stderr = std::fs::File::create(run_dir.join("stderr.log")).map_err(rd)?;
 
-        let binary = "qemu-system-x86_64";
-        let mut cmd = Command::new(binary);
+        let binary = spec
+            .qemu
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(binary);
+        let mut cmd = Command::new(&binary);
         cmd.args(["-name", &format!("{},debug-threads=on", spec.name)])
             .args(["-nodefaults", "-no-user-config", "-display", "none"])
             .args(["-smp", "1", "-m", &format!("{}M", spec.mem_mib)])
-            .args(["-accel", spec.accel.name()])
+            .args(["-accel", spec.accel.arg()])
             .args([
                 "-cpu",
-                if spec.accel == Accel::Kvm {
-                    "host"
-                } else {
+                if spec.accel == Accel::Tcg {
                     "max"
+                } else {
+                    "host"
                 },
             ])
             .args(["-M", "pc"])
@@ -143,10 +191,9 @@ impl Qemu {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|source| QemuError::Spawn {
-            binary: binary.into(),
-            source,
-        })?;
+        let child = cmd
+            .spawn()
+            .map_err(|source| QemuError::Spawn { binary, source })?;
         let mut q = Qemu {
             child,
             name: spec.name.clone(),
@@ -186,6 +233,12 @@ impl Qemu {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Kills the process now (fault tests: a QEMU that dies mid-migration).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Opens a QMP session on the lab's socket.
