@@ -39,7 +39,7 @@ fn row_cells(a: &AlgorithmPrediction, interval: bool) -> Vec<String> {
 /// Renders a recommendation as the table operators read.
 pub fn recommendation_table(rec: &Recommendation) -> String {
     let mut s = String::new();
-    let _ = write!(s, "  {:<14}", "algorithm");
+    let _ = write!(s, "  {:<17}", "algorithm");
     for (h, w) in HEADERS.iter().zip(WIDTHS) {
         let _ = write!(s, "{h:<w$}");
     }
@@ -58,12 +58,12 @@ pub fn recommendation_table(rec: &Recommendation) -> String {
         } else {
             " "
         };
-        let _ = write!(s, "{mark} {:<14}", r.algorithm.name());
+        let _ = write!(s, "{mark} {:<17}", r.algorithm.name());
         for (c, w) in row_cells(a, false).iter().zip(WIDTHS) {
             let _ = write!(s, "{c:<w$}");
         }
         let _ = writeln!(s, "{:>8.2} {:>8.2}", a.p_converge, r.p_meets_sla);
-        let _ = write!(s, "  {:<14}", "");
+        let _ = write!(s, "  {:<17}", "");
         for (c, w) in row_cells(a, true).iter().zip(WIDTHS) {
             let _ = write!(s, "{c:<w$}");
         }
@@ -72,7 +72,7 @@ pub fn recommendation_table(rec: &Recommendation) -> String {
     for n in &rec.prediction.not_predicted {
         let _ = writeln!(
             s,
-            "  {:<14}unavailable: {}",
+            "  {:<17}unavailable: {}",
             n.algorithm.name(),
             n.unavailable.as_deref().unwrap_or("not predicted")
         );

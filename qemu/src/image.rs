@@ -28,15 +28,20 @@ pub enum ImageError {
     Incomplete(PathBuf),
 }
 
-/// The image cache directory: `$MIGSIGHT_CACHE/guest`, else
-/// `$XDG_CACHE_HOME/migsight/guest`, else `~/.cache/migsight/guest`.
-pub fn cache_dir() -> PathBuf {
-    let base = std::env::var_os("MIGSIGHT_CACHE")
+/// migsight's cache: `$MIGSIGHT_CACHE`, else `$XDG_CACHE_HOME/migsight`,
+/// else `~/.cache/migsight` (the guest image, the unpacked QEMU 7.2, the
+/// demo's models).
+pub fn cache_root() -> PathBuf {
+    std::env::var_os("MIGSIGHT_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("migsight")))
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/migsight")))
-        .unwrap_or_else(|| PathBuf::from("/var/cache/migsight"));
-    base.join("guest")
+        .unwrap_or_else(|| PathBuf::from("/var/cache/migsight"))
+}
+
+/// The image cache directory: [`cache_root`]`/guest`.
+pub fn cache_dir() -> PathBuf {
+    cache_root().join("guest")
 }
 
 /// The build script: `$MIGSIGHT_SRC/lab/guest/build-image.sh`, else the one in

@@ -66,6 +66,26 @@ pub fn binary() -> String {
         .unwrap_or_else(|| "qemu-system-x86_64".to_string())
 }
 
+/// QEMU 7.2 as `scripts/deps.sh` unpacks it: `$MIGSIGHT_QEMU_7_2`, else
+/// `<cache>/qemu-7.2/bin/qemu-system-x86_64` when it exists.
+pub fn qemu_7_2() -> Option<PathBuf> {
+    std::env::var_os("MIGSIGHT_QEMU_7_2")
+        .map(PathBuf::from)
+        .or_else(|| Some(crate::image::cache_root().join("qemu-7.2/bin/qemu-system-x86_64")))
+        .filter(|p| p.is_file())
+}
+
+/// What a test that needs QEMU (or the guest image, or data) does when it
+/// is missing: under `scripts/test.sh` (`MIGSIGHT_REQUIRE_QEMU=1`) it fails,
+/// so CI cannot pass by skipping; run by hand, it prints a loud notice and
+/// the test returns.
+pub fn skip_or_fail(what: &str) {
+    if std::env::var("MIGSIGHT_REQUIRE_QEMU").is_ok_and(|v| v == "1") {
+        panic!("{what} (MIGSIGHT_REQUIRE_QEMU=1: required; run scripts/deps.sh and lab/guest/build-image.sh)");
+    }
+    eprintln!("SKIPPED: {what}; this test did NOT run (scripts/test.sh requires it)");
+}
+
 /// The version of [`binary`], from its `--version`.
 pub fn binary_version() -> Result<crate::QemuVersion, String> {
     crate::discovery::binary_version(std::path::Path::new(&binary()))
