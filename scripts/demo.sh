@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # migsight in five minutes, on a fresh Debian 12 machine, as root:
 #
-#   bash scripts/demo.sh [--accel tcg|kvm] [--bandwidth 100MB/s] [--window 5s] [--keep]
+#   bash scripts/demo.sh [--qemu 10|7.2] [--accel tcg|kvm] [--bandwidth 100MB/s] [--window 5s] [--keep]
 #
 # It installs what is missing, builds migsight, trains the default model from
 # data/lab.csv (cached), builds the guest image (cached), boots a small guest
@@ -11,26 +11,33 @@
 # recommended algorithm and shows predicted vs actual. Everything it starts is
 # stopped on exit, Ctrl-C included (--keep keeps the logs).
 #
+# --qemu 10 (default) uses the system QEMU (10.x from bookworm-backports,
+# installed by scripts/deps.sh); --qemu 7.2 the QEMU 7.2 that deps.sh unpacks
+# (Debian 12's own), so the same demo shows what each release offers.
+#
 # Environment: MIGSIGHT_CACHE (default ~/.cache/migsight), CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 
 ACCEL=tcg
+QEMU_RELEASE=10
 BANDWIDTH=100MB/s
 WINDOW=5s
 KEEP=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --accel) ACCEL=$2; shift 2 ;;
+        --qemu) QEMU_RELEASE=$2; shift 2 ;;
         --bandwidth) BANDWIDTH=$2; shift 2 ;;
         --window) WINDOW=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "demo: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 case "$ACCEL" in tcg|kvm) ;; *) echo "demo: --accel must be tcg or kvm" >&2; exit 2 ;; esac
+case "$QEMU_RELEASE" in 10|7.2) ;; *) echo "demo: --qemu must be 10 or 7.2" >&2; exit 2 ;; esac
 
 T0=$(date +%s)
 step() { printf '\n\033[1m==> [%3ss] %s\033[0m\n' "$(( $(date +%s) - T0 ))" "$*" >&2; }
@@ -39,8 +46,18 @@ die() { printf '\ndemo: ERROR: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (it installs Debian packages and reads guest memory): sudo bash scripts/demo.sh"
 
 # ------------------------------------------------------------------ setup --
-step "Installing missing Debian packages (scripts/deps.sh)"
+step "Installing missing Debian packages (scripts/deps.sh: QEMU 10 and 7.2)"
 bash scripts/deps.sh
+if [ "$QEMU_RELEASE" = 7.2 ]; then
+    MIGSIGHT_QEMU=$(bash scripts/deps.sh --print-qemu-7.2)
+    export MIGSIGHT_QEMU
+    QEMU_BIN=$MIGSIGHT_QEMU
+else
+    unset MIGSIGHT_QEMU
+    QEMU_BIN=qemu-system-x86_64
+fi
+QEMU_VERSION=$("$QEMU_BIN" --version | head -n1)
+echo "   using $QEMU_VERSION ($QEMU_BIN)" >&2
 
 if ! command -v cargo >/dev/null; then
     [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
@@ -51,7 +68,7 @@ if ! command -v cargo >/dev/null; then
 fi
 
 step "Building migsight (cargo build --release)"
-cargo build --release -p migsight >&2
+cargo build --release -p migsight -p migsight-lab >&2
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/migsight
 [ -x "$BIN" ] || die "no binary at $BIN after the build"
 
@@ -105,7 +122,7 @@ wait_for() { # PATH PID WHAT LOG
 }
 
 GUEST=(MODE=synthetic WS_MB=32 RATE=3000 BYTES=512 ENTROPY=4 COLD_MB=32 COLD_ENTROPY=6 SEED=1)
-step "Booting the source guest (256 MiB, $ACCEL, workload: ${GUEST[*]})"
+step "Booting the source guest (256 MiB, $ACCEL, $QEMU_VERSION, workload: ${GUEST[*]})"
 bash lab/guest/boot.sh --name src --run-dir "$RUN" --mem 256M --accel "$ACCEL" "${GUEST[@]}" \
     -- -qmp "unix:$RUN/src.agent.qmp,server=on,wait=off" 2>"$RUN/src.log" &
 PIDS+=($!)
@@ -134,7 +151,7 @@ step "migsight plan qmp:$RUN/src.agent.qmp --bandwidth $BANDWIDTH ${SLA[*]} --wi
     --agent "$RUN/agent.sock" | tee "$RUN/plan.txt"
 ALGO=$(awk '$1 == "*" { print $2; exit }' "$RUN/plan.txt")
 case "$ALGO" in
-    precopy|auto-converge|xbzrle|compress|postcopy) ;;
+    precopy|auto-converge|xbzrle|compress|postcopy|multifd|multifd-zstd|postcopy-preempt|dirty-limit) ;;
     *) echo "demo: could not read the recommendation from the table; migrate will choose (auto)" >&2; ALGO=auto ;;
 esac
 
@@ -161,4 +178,4 @@ echo "   ... plus $(( $(head -1 "$RUN/outcomes.csv" | tr , '\n' | wc -l) - 24 ))
 echo "   On a host, rows go to /var/lib/migsight/outcomes.csv; retrain with:" >&2
 echo "   migsight train --data data/lab.csv --data /var/lib/migsight/outcomes.csv --out /var/lib/migsight/model.msm" >&2
 
-step "Done in $(( $(date +%s) - T0 ))s. Next: migsight install, then systemctl enable --now migsight-predictor migsight-agent"
+step "Done in $(( $(date +%s) - T0 ))s on $QEMU_VERSION, migrated with $ALGO. Next: migsight install, then systemctl enable --now migsight-predictor migsight-agent"

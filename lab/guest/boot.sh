@@ -13,6 +13,7 @@
 #   --incoming        add -incoming defer (migration destination)
 #   --image-dir DIR   the built image                                [default ${MIGSIGHT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/migsight}/guest]
 #   --print           print the command line instead of running it
+# The QEMU is $MIGSIGHT_QEMU if set, else qemu-system-x86_64 on PATH.
 # KEY=value words (MODE=redis WS_MB=128 RATE=5000 ...) are appended to the
 # kernel command line and become the workload's parameters.
 set -euo pipefail
@@ -69,7 +70,8 @@ QMP=$RUN_DIR/$NAME.qmp
 rm -f "$SERIAL" "$QMP"
 
 APPEND="console=ttyS0 panic=-1 quiet mitigations=off ${PARAMS[*]:-}"
-CMD=(qemu-system-x86_64 -name "$NAME,debug-threads=on" -nodefaults -no-user-config -display none
+# $MIGSIGHT_QEMU: another QEMU (e.g. 7.2 as scripts/deps.sh unpacks it).
+CMD=("${MIGSIGHT_QEMU:-qemu-system-x86_64}" -name "$NAME,debug-threads=on" -nodefaults -no-user-config -display none
     -smp "$SMP" -m "$MEM" -accel "$ACCEL" -cpu max "${MACH[@]}"
     -kernel "$KERNEL" -initrd "$INITRD" -append "${APPEND% }"
     -chardev "socket,id=ser0,path=$SERIAL,server=on,wait=off" -serial chardev:ser0
