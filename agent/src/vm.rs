@@ -213,6 +213,11 @@ pub fn qemu_pids() -> Vec<u32> {
     v
 }
 
+/// QEMU processes on this host other than `except`.
+pub fn other_vms(except: &[u32]) -> u32 {
+    qemu_pids().iter().filter(|p| !except.contains(p)).count() as u32
+}
+
 fn resolve(pid: u32, p: &str) -> PathBuf {
     let p = PathBuf::from(p);
     if p.is_absolute() {

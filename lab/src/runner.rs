@@ -14,7 +14,7 @@ use crate::workload::{Ranges, Workload};
 use anyhow::{anyhow, bail, Context, Result};
 use migsight_agent::ops_page::{ops_rate, OpsPage};
 use migsight_agent::profile::{profile, ProfileConfig};
-use migsight_agent::vm::{cmdline, VmTarget};
+use migsight_agent::vm::{cmdline, other_vms, VmTarget};
 use migsight_proto::csv::{CsvAppender, Sample};
 use migsight_proto::feature::MIB;
 use migsight_proto::record::record_columns;
@@ -334,6 +334,7 @@ impl GroupCtx<'_> {
         let uri = format!("tcp:127.0.0.1:{}", free_port()?);
         driver::prepare_destination(&mut dq, &mcfg, &uri, &cmdline(dst.pid())?)?;
         let src_pid = src.pid();
+        let others_before = other_vms(&[src_pid, dst.pid()]);
         let mut meter = Meter::start(src_pid, true);
         let ops_start = page.read(src_pid)?;
         let outcome = driver::migrate(
@@ -346,6 +347,7 @@ impl GroupCtx<'_> {
             |_| meter.sample(),
         )?;
         let costs = meter.finish(outcome.wall, base_cpu);
+        let others = others_before.max(other_vms(&[src_pid, dst.pid()]));
         // The guest now runs where the migration left it.
         let runs_on = if outcome.converged {
             dst.pid()
@@ -393,6 +395,7 @@ impl GroupCtx<'_> {
             cpu_budget: Some(report.cpu_budget),
             group_id: self.group_id.clone(),
             via: "qmp".into(),
+            other_vms: Some(others),
         };
         Ok(build_row(
             &report.features,

@@ -7,7 +7,7 @@
 //! its rows.
 
 /// Record columns, in file order.
-pub const RECORD_COLUMNS: [&str; 43] = [
+pub const RECORD_COLUMNS: [&str; 44] = [
     "algorithm",
     "workload",
     "workload_params",
@@ -58,6 +58,10 @@ pub const RECORD_COLUMNS: [&str; 43] = [
     "postcopy_requests",
     "via",
     "error",
+    // Other QEMU processes on the source host during the migration (most
+    // seen at its start and end): VMs competing for the host, and in the
+    // lab the tests and builds that ran beside it.
+    "other_vms",
 ];
 
 /// The record columns as owned strings (what the CSV writer takes).

@@ -150,6 +150,8 @@ pub struct RowContext {
     pub group_id: String,
     /// How QEMU was driven: `qmp` or `libvirt`.
     pub via: String,
+    /// Other QEMU processes on the source host during the migration.
+    pub other_vms: Option<u32>,
 }
 
 /// A fresh id for one production migration.
@@ -269,6 +271,7 @@ pub fn build_row(
             "postcopy_requests" => outcome.postcopy_requests.to_string(),
             "via" => ctx.via.clone(),
             "error" => outcome.error.clone().unwrap_or_default(),
+            "other_vms" => ctx.other_vms.map(|n| n.to_string()).unwrap_or_default(),
             c if c.starts_with("dirtied_k") => dirtied_cell(&ctx.dirtied, c).unwrap_or_default(),
             _ => String::new(),
         }

@@ -85,7 +85,7 @@ pub fn run(a: MigrateArgs) -> Result<()> {
         &source,
         &support,
         &cfg,
-        &ran.outcome,
+        &ran,
         &measured,
     );
     if a.json {
@@ -319,6 +319,7 @@ fn prepare_destination(out: &Out, a: &MigrateArgs, cfg: &MigrationConfig) -> Res
 struct Ran {
     outcome: MigrationOutcome,
     costs: Costs,
+    other_vms: u32,
     ops_start: Option<migsight_agent::ops_page::OpsReading>,
 }
 
@@ -334,6 +335,7 @@ fn run_migration(
 ) -> Result<Ran> {
     let cancel = migsight_qemu::cancel::flag();
     let mut sq = connect(&source.qmp, Duration::from_secs(30))?;
+    let others_before = migsight_agent::vm::other_vms(&[source.pid]);
     let mut meter = Meter::start(source.pid, loopback);
     let ops_start = baseline.ops_now(source.pid);
     let mut printer = ProgressPrinter::new(Some(source.ram_bytes as f64));
@@ -371,10 +373,15 @@ fn run_migration(
         }
     };
     let costs = meter.finish(outcome.wall, baseline.cpu_percent);
+    // The destination, when on this host, is not competition.
+    let others = others_before
+        .max(migsight_agent::vm::other_vms(&[source.pid]))
+        .saturating_sub(u32::from(loopback));
     Ok(Ran {
         outcome,
         costs,
         ops_start,
+        other_vms: others,
     })
 }
 
@@ -427,9 +434,10 @@ fn record(
     source: &Source,
     support: &HostSupport,
     cfg: &MigrationConfig,
-    outcome: &MigrationOutcome,
+    ran: &Ran,
     measured: &Measured,
 ) -> Option<String> {
+    let outcome = &ran.outcome;
     if a.no_record {
         out.say("Outcome not recorded (--no-record).");
         return None;
@@ -457,6 +465,7 @@ fn record(
         cpu_budget: Some(report.cpu_budget),
         group_id: outcome::new_group_id(source.pid),
         via: "qmp".into(),
+        other_vms: Some(ran.other_vms),
         ..RowContext::default()
     };
     let row = outcome::build_row(&report.features, cfg, outcome, measured, &ctx);
