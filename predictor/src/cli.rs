@@ -42,7 +42,9 @@ pub struct TrainArgs {
     /// Model family: gbdt (default), svr, linear, analytic.
     #[arg(long, default_value = "gbdt")]
     pub family: FamilyKind,
-    /// Restrict the inputs (comma-separated input names, or raw/composed/analytic).
+    /// Restrict the inputs (comma-separated input names, or raw/composed/analytic):
+    /// raw features not named are dropped from the data and derived inputs
+    /// recomputed without them; the physical baselines always stay.
     #[arg(long, value_delimiter = ',')]
     pub features: Vec<String>,
     #[command(flatten)]
@@ -180,26 +182,61 @@ fn gbdt_params(a: &FitArgs) -> anyhow::Result<crate::gbdt::GbdtParams> {
     })
 }
 
-fn allowed_inputs(features: &[String]) -> anyhow::Result<Vec<usize>> {
+/// What `--features` selects: the raw features the rows keep (`None`: all
+/// of them) and the input columns the models may split on.
+///
+/// Raw features not named are dropped from the data, as if the files had no
+/// such column, and every derived input (composed features, analytic
+/// series, the baselines) is recomputed from those that remain. Derived
+/// inputs are all allowed unless some are named (`composed`, `analytic`,
+/// `A.TT`, …), then only those. The physical baselines are never inputs
+/// and never dropped (`inputs::baseline`).
+pub struct Selection {
+    pub raw: Option<Vec<migsight_proto::Feature>>,
+    pub allowed: Vec<usize>,
+}
+
+fn select_inputs(features: &[String]) -> anyhow::Result<Selection> {
     if features.is_empty() {
-        return Ok((0..inputs::INPUT_COUNT).collect());
+        return Ok(Selection {
+            raw: None,
+            allowed: inputs::default_allowed(),
+        });
     }
-    let mut out = Vec::new();
+    let mut cols = Vec::new();
     for f in features {
-        let cols = inputs::resolve(f).with_context(|| {
+        cols.extend(inputs::resolve(f).with_context(|| {
             format!(
                 "unknown input {f:?}; known: raw, composed, analytic, {}",
-                (0..inputs::INPUT_COUNT)
+                inputs::default_allowed()
+                    .into_iter()
                     .map(inputs::name)
                     .collect::<Vec<_>>()
                     .join(", ")
             )
-        })?;
-        out.extend(cols);
+        })?);
     }
-    out.sort_unstable();
-    out.dedup();
-    Ok(out)
+    cols.sort_unstable();
+    cols.dedup();
+    let is_raw = |c: &usize| *c < migsight_proto::Feature::COUNT;
+    let raw: Vec<migsight_proto::Feature> = cols
+        .iter()
+        .filter(|c| is_raw(c))
+        .map(|&c| migsight_proto::Feature::ALL[c])
+        .collect();
+    let derived_named = cols.iter().any(|c| !is_raw(c));
+    let allowed = if derived_named {
+        cols
+    } else {
+        inputs::default_allowed()
+            .into_iter()
+            .filter(|c| !is_raw(c) || cols.contains(c))
+            .collect()
+    };
+    Ok(Selection {
+        raw: (!raw.is_empty()).then_some(raw),
+        allowed,
+    })
 }
 
 macro_rules! outln {
@@ -228,13 +265,17 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
 }
 
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
-    let data = Data::load(&a.data)?;
+    let mut data = Data::load(&a.data)?;
     anyhow::ensure!(
         !data.rows.is_empty(),
         "no usable rows (with a capability) in the data"
     );
+    let selection = select_inputs(&a.features)?;
+    if let Some(raw) = &selection.raw {
+        data.restrict(raw);
+    }
     let mut opts = TrainOptions::new(a.family, a.seed);
-    opts.allowed = allowed_inputs(&a.features)?;
+    opts.allowed = selection.allowed;
     opts.threads = a.fit.threads.max(1);
     opts.gbdt = a.fit.gbdt()?;
     let model = Model::train(&data, &opts);
@@ -320,7 +361,11 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
 }
 
 pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
-    let data = Data::load(&a.data)?;
+    let mut data = Data::load(&a.data)?;
+    let selection = select_inputs(&a.features)?;
+    if let Some(raw) = &selection.raw {
+        data.restrict(raw);
+    }
     anyhow::ensure!(
         !data.rows.is_empty(),
         "no usable rows (with a capability) in the data"
@@ -336,7 +381,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
         models: a.models.clone(),
         folds: a.folds,
         seed: a.seed,
-        allowed: allowed_inputs(&a.features)?,
+        allowed: selection.allowed,
         sla,
         objectives: a
             .objective

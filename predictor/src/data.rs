@@ -162,6 +162,29 @@ impl Data {
             .collect()
     }
 
+    /// The raw features some row has.
+    pub fn raw_features(&self) -> Vec<Feature> {
+        Feature::ALL
+            .into_iter()
+            .filter(|f| self.rows.iter().any(|r| r.features.get(*f).is_some()))
+            .collect()
+    }
+
+    /// The rows as if the files had only `keep`'s feature columns: every
+    /// derived input and baseline recomputed from those (`--features`).
+    pub fn restrict(&mut self, keep: &[Feature]) {
+        for r in &mut self.rows {
+            r.features = r.features.restricted(keep);
+            r.x = inputs::row(
+                &r.features,
+                r.algorithm,
+                r.downtime_limit_ms,
+                r.qemu.map(|(m, _)| f64::from(m)),
+            )
+            .to_vec();
+        }
+    }
+
     /// Rows of one algorithm.
     pub fn of(&self, a: Algorithm) -> Vec<&Row> {
         self.rows.iter().filter(|r| r.algorithm == a).collect()

@@ -228,7 +228,7 @@ pub fn run(data: &Data, opts: &EvalOptions) -> EvalReport {
                 }
                 let mut x = r.x.clone();
                 for (c, v) in x.iter_mut().enumerate() {
-                    if !allowed.contains(&c) {
+                    if !allowed.contains(&c) && !inputs::BASELINES.contains(&c) {
                         *v = f64::NAN;
                     }
                 }
@@ -766,7 +766,7 @@ mod tests {
             models: vec![FamilyKind::Linear, FamilyKind::Analytic],
             folds: 3,
             seed: 1,
-            allowed: (0..inputs::INPUT_COUNT).collect(),
+            allowed: inputs::default_allowed(),
             sla: Sla {
                 max_downtime_ms: Some(500.0),
                 ..Sla::default()

@@ -13,7 +13,7 @@ use migsight_proto::{Algorithm, ComposedFeatures, Feature, FeatureVector};
 use serde::{Deserialize, Serialize};
 
 /// Number of input columns.
-pub const INPUT_COUNT: usize = Feature::COUNT + 6 + 1 + 10;
+pub const INPUT_COUNT: usize = Feature::COUNT + 6 + 1 + 13;
 
 /// Index of the first composed feature.
 pub const COMPOSED_START: usize = Feature::COUNT;
@@ -47,6 +47,18 @@ pub const TD_TIME: usize = DOWNTIME_LIMIT + 9;
 /// and rate-limits multifd-zstd's uncompressed bytes, 10.0 the compressed
 /// ones; 9.1 removed `compress`), so one model serves every version.
 pub const QEMU_MAJOR: usize = DOWNTIME_LIMIT + 10;
+/// Index of ln(ms) of the physical baseline of total time ([`baseline`]).
+/// The baselines are not inputs the trees split on: they are the scale the
+/// TT/DT/TD models correct (`ln y − ln baseline`), so predictions keep
+/// scaling with the memory to send and the bandwidth outside the training
+/// range, whatever subset of inputs a model was given.
+pub const B_TT: usize = DOWNTIME_LIMIT + 11;
+/// Index of ln(ms) of the downtime baseline.
+pub const B_DT: usize = DOWNTIME_LIMIT + 12;
+/// Index of ln(bytes) of the transferred-data baseline.
+pub const B_TD: usize = DOWNTIME_LIMIT + 13;
+/// The baseline columns: always computed, never masked, never split on.
+pub const BASELINES: [usize; 3] = [B_TT, B_DT, B_TD];
 
 /// One input column, self-described in the model file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,7 +70,7 @@ pub struct InputSpec {
 
 /// Name of input column `i`.
 pub fn name(i: usize) -> &'static str {
-    const EXTRA: [&str; 11] = [
+    const EXTRA: [&str; 14] = [
         "downtime_limit_ms",
         "A.TT",
         "A.DT",
@@ -70,6 +82,9 @@ pub fn name(i: usize) -> &'static str {
         "S.TD",
         "TD.TIME",
         "qemu_major",
+        "B.TT",
+        "B.DT",
+        "B.TD",
     ];
     if i < Feature::COUNT {
         Feature::ALL[i].column()
@@ -83,7 +98,7 @@ pub fn name(i: usize) -> &'static str {
 /// Unit of input column `i`.
 pub fn unit(i: usize) -> &'static str {
     const COMPOSED: [&str; 6] = ["MiB", "MiB", "MiB", "MiB", "MiB/s", "MiB"];
-    const EXTRA: [&str; 11] = [
+    const EXTRA: [&str; 14] = [
         "ms",
         "ln(ms)",
         "ln(ms)",
@@ -95,6 +110,9 @@ pub fn unit(i: usize) -> &'static str {
         "ln(bytes)",
         "ln(ms)",
         "version",
+        "ln(ms)",
+        "ln(ms)",
+        "ln(bytes)",
     ];
     if i < Feature::COUNT {
         Feature::ALL[i].unit()
@@ -122,8 +140,18 @@ pub fn description(i: usize) -> &'static str {
         S_TD => "transferred data of the series with saturating dirtying",
         TD_TIME => "the model's transferred-data prediction over the bandwidth (TT only)",
         QEMU_MAJOR => "major version of the source QEMU",
+        B_TT => "baseline of total time: the saturating series with documented fallbacks (working set = VM size, dirty rate = 0); the scale TT is corrected from, not an input",
+        B_DT => "baseline of downtime (same series); the scale DT is corrected from, not an input",
+        B_TD => "baseline of transferred data (same series); the scale TD is corrected from, not an input",
         _ => "composed feature (see migsight_proto::ComposedFeatures)",
     }
+}
+
+/// Every input column a model may split on (all but the baselines).
+pub fn default_allowed() -> Vec<usize> {
+    (0..INPUT_COUNT)
+        .filter(|i| !BASELINES.contains(i))
+        .collect()
 }
 
 /// All input specs.
@@ -199,6 +227,41 @@ pub fn analytic_estimate(
     }
 }
 
+/// The physical baseline of an algorithm's TT, DT and TD: the saturating
+/// series of [`analytic_estimate`] with a fallback for every input it needs
+/// except the VM size and the bandwidth, so that it exists whenever those
+/// two do:
+///
+/// - working set absent: the whole VM (every page may be re-sent);
+/// - dirty rate absent: 0 (one pass; the trees' correction, learned on rows
+///   that had it, carries the rest);
+/// - entropy absent (multifd-zstd): incompressible.
+///
+/// `None` without a VM size or a positive bandwidth (then the model's
+/// calibrated constant stands in, and the prediction says the size is missing).
+pub fn baseline(
+    fv: &FeatureVector,
+    algorithm: Algorithm,
+    downtime_limit_ms: f64,
+    qemu_major: Option<f64>,
+) -> Option<analytic::Estimate> {
+    let size = fv.get(Feature::VmSize)?;
+    let mut f = *fv;
+    if f.get(Feature::VmWss).is_none() {
+        f.set(Feature::VmWss, Some(size));
+    }
+    if f.get(Feature::VmPdr).is_none() {
+        f.set(Feature::VmPdr, Some(0.0));
+    }
+    analytic_estimate(
+        &f,
+        algorithm,
+        downtime_limit_ms,
+        analytic::Dirtying::Saturating,
+        qemu_major,
+    )
+}
+
 /// Builds the input row for `algorithm`. `fv`'s `VM_ptr` must already be the
 /// migration bandwidth in MiB/s; `qemu_major` is the source QEMU's major
 /// version, when known.
@@ -243,6 +306,11 @@ pub fn row(
         if b > 0.0 {
             x[DIRTY_RATIO] = p / b;
         }
+    }
+    if let Some(e) = baseline(fv, algorithm, downtime_limit_ms, qemu_major) {
+        x[B_TT] = e.tt_ms.max(1e-3).ln();
+        x[B_DT] = e.dt_ms.max(1e-3).ln();
+        x[B_TD] = e.td_bytes.max(1.0).ln();
     }
     x
 }
@@ -297,6 +365,41 @@ mod tests {
         assert!(x[A_TT].is_finite());
         assert_eq!(x[A_CONV], 1.0);
         assert_eq!(x[QEMU_MAJOR], 10.0);
+    }
+
+    #[test]
+    fn the_baseline_exists_whenever_size_and_bandwidth_do() {
+        let fv = FeatureVector::new()
+            .with(Feature::VmSize, 1000.0)
+            .with(Feature::VmPtr, 100.0);
+        let x = row(&fv, Algorithm::Precopy, 300.0, None);
+        assert!(
+            x[A_TT].is_nan() && x[S_TT].is_nan(),
+            "no dirty rate: no series"
+        );
+        // One pass of 1000 MiB at 100 MiB/s: 10 s.
+        assert!(
+            (x[B_TT].exp() - 10_000.0).abs() < 100.0,
+            "{}",
+            x[B_TT].exp()
+        );
+        assert!((x[B_TD].exp() / 1048576.0 - 1000.0).abs() < 1.0);
+        // It scales with the VM: four times the memory, four times the data.
+        let big = row(
+            &fv.with(Feature::VmSize, 4000.0),
+            Algorithm::Precopy,
+            300.0,
+            None,
+        );
+        assert!(((big[B_TD] - x[B_TD]) - 4f64.ln()).abs() < 1e-3);
+        // Without a VM size there is no scale.
+        let none = row(
+            &FeatureVector::new().with(Feature::VmPtr, 100.0),
+            Algorithm::Precopy,
+            300.0,
+            None,
+        );
+        assert!(none[B_TT].is_nan());
     }
 
     #[test]

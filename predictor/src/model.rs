@@ -399,6 +399,11 @@ pub struct Model {
     pub inputs: Vec<InputSpec>,
     /// Indices into `inputs` the model was trained with (have data, allowed).
     pub inputs_used: Vec<usize>,
+    /// The raw features its rows were built from: a request's other features
+    /// are ignored, so its derived inputs and baselines are computed as in
+    /// training (a model of size, dirty rate and bandwidth only takes the
+    /// working set as the VM size in training and in serving alike).
+    pub raw_features: Vec<Feature>,
     pub sources: Vec<DataSource>,
     pub data_sha256: String,
     /// Rows per algorithm, CSAP order.
@@ -431,7 +436,7 @@ impl TrainOptions {
         TrainOptions {
             family,
             seed,
-            allowed: (0..INPUT_COUNT).collect(),
+            allowed: inputs::default_allowed(),
             conformal_folds: 5,
             gbdt: GbdtParams::regression(),
             threads: std::thread::available_parallelism()
@@ -774,10 +779,15 @@ fn base_candidates(
     x: &[Vec<f64>],
     ys: &[f64],
 ) -> Vec<(TrainOptions, Transform)> {
-    let bases: &[Base] = match opts.gbdt.base {
-        Base::Affine => &[Base::Affine, Base::Scaled, Base::Median],
-        Base::Scaled => &[Base::Scaled, Base::Median],
-        Base::Median => &[Base::Median],
+    // TT and TD always keep a physical base (plain trees cannot leave the
+    // training range); DT may drop to the median, a downtime being mostly
+    // device state and the switch-over rule rather than memory.
+    let bases: &[Base] = match (opts.gbdt.base, metric) {
+        (Base::Affine, Metric::DT) => &[Base::Affine, Base::Scaled, Base::Median],
+        (Base::Affine, _) => &[Base::Affine, Base::Scaled],
+        (Base::Scaled, Metric::DT) => &[Base::Scaled, Base::Median],
+        (Base::Scaled, _) => &[Base::Scaled],
+        (Base::Median, _) => &[Base::Median],
     };
     let series_col = crate::family::base_column(metric, &opts.allowed, x);
     let (FamilyKind::Gbdt, true, Some(col)) = (opts.family, log, series_col) else {
@@ -1120,6 +1130,7 @@ impl Model {
             gbdt: opts.gbdt.clone(),
             conformal_folds: opts.conformal_folds as u64,
             inputs: inputs::specs(),
+            raw_features: data.raw_features(),
             inputs_used,
             sources: data.sources.clone(),
             data_sha256: data.sha256.clone(),
@@ -1313,7 +1324,10 @@ impl Model {
         req: &PredictRequest,
     ) -> Result<(Prediction, Vec<Transformed<'_>>), ErrorReply> {
         Self::check_request(req)?;
-        let fv = data::with_bandwidth(&req.features, req.bandwidth_bps);
+        let fv = data::with_bandwidth(
+            &req.features.restricted(&self.raw_features),
+            req.bandwidth_bps,
+        );
         let qemu_major = req
             .qemu
             .as_ref()
@@ -1364,9 +1378,11 @@ impl Model {
                 ),
             ));
         }
-        let missing_features = Feature::ALL
-            .into_iter()
-            .filter(|f| self.inputs_used.contains(&f.index()) && fv.get(*f).is_none())
+        let missing_features = self
+            .raw_features
+            .iter()
+            .copied()
+            .filter(|f| *f != Feature::VmPtr && fv.get(*f).is_none())
             .collect();
         Ok((
             Prediction {

@@ -216,6 +216,17 @@ impl FeatureVector {
     }
 
     /// Features that are present, with their values.
+    /// The same vector with only `keep`'s features (the others absent).
+    pub fn restricted(&self, keep: &[Feature]) -> FeatureVector {
+        let mut out = FeatureVector::new();
+        for (f, v) in self.present() {
+            if keep.contains(&f) {
+                out.set(f, Some(v));
+            }
+        }
+        out
+    }
+
     pub fn present(&self) -> impl Iterator<Item = (Feature, f64)> + '_ {
         Feature::ALL
             .into_iter()
