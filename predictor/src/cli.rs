@@ -101,8 +101,14 @@ pub struct EvalArgs {
         default_value = "gbdt,svr,linear,analytic"
     )]
     pub models: Vec<FamilyKind>,
+    /// Folds of the cross-validation (at most one per paired group).
     #[arg(long, default_value_t = 10)]
     pub folds: usize,
+    /// Instead of folds: train on the rows outside this region and score the
+    /// rows inside it, e.g. 'VM_size>=1024', 'VM_ptr>=100', 'DIRTY.RATIO>=0.5'
+    /// (extrapolation; paired groups stay whole).
+    #[arg(long, value_name = "EXPR", value_parser = holdout)]
+    pub holdout: Option<eval::Holdout>,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// table, csv or json.
@@ -360,6 +366,10 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     write_stdout(&out)
 }
 
+fn holdout(s: &str) -> Result<eval::Holdout, String> {
+    eval::Holdout::parse(s)
+}
+
 pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
     let mut data = Data::load(&a.data)?;
     let selection = select_inputs(&a.features)?;
@@ -371,6 +381,17 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
         "no usable rows (with a capability) in the data"
     );
     anyhow::ensure!(a.folds >= 2, "--folds must be at least 2");
+    let groups = {
+        let mut g: Vec<&str> = data.rows.iter().map(|r| r.group.as_str()).collect();
+        g.sort_unstable();
+        g.dedup();
+        g.len()
+    };
+    anyhow::ensure!(
+        a.holdout.is_some() || a.folds <= groups,
+        "--folds {} is more than the {groups} paired groups in the data (a fold needs a group to hold out)",
+        a.folds
+    );
     let sla = parse_sla(
         a.max_downtime.as_deref(),
         a.max_time.as_deref(),
@@ -379,7 +400,10 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
     )?;
     let opts = EvalOptions {
         models: a.models.clone(),
-        folds: a.folds,
+        split: match &a.holdout {
+            Some(h) => eval::Split::Holdout(h.clone()),
+            None => eval::Split::Folds(a.folds),
+        },
         seed: a.seed,
         allowed: selection.allowed,
         sla,
@@ -401,7 +425,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     for (m, s) in &report.train_seconds {
-        eprintln!("eval: {m}: {s:.2} s training over {} folds", report.folds);
+        eprintln!("eval: {m}: {s:.2} s training ({})", report.split);
     }
     match a.format.as_str() {
         "table" => write_stdout(&eval::to_table(&report, &sla))?,
