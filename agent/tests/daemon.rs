@@ -224,6 +224,7 @@ async fn fake_predictor(path: PathBuf) {
                             downtime_limit_ms: pr.downtime_limit_ms,
                             algorithms: vec![],
                             not_predicted: vec![],
+                            out_of_domain: vec![],
                             missing_features: vec![],
                             model_family: "fake".into(),
                         })

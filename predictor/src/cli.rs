@@ -47,6 +47,10 @@ pub struct TrainArgs {
     /// recomputed without them; the physical baselines always stay.
     #[arg(long, value_delimiter = ',')]
     pub features: Vec<String>,
+    /// Leave out rows with impossible labels (counted and shown) instead of
+    /// failing on the first one.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
     #[command(flatten)]
     pub fit: FitArgs,
 }
@@ -121,6 +125,9 @@ pub struct EvalArgs {
     /// its interval and P(converges)) here, to look at errors row by row.
     #[arg(long)]
     pub predictions_out: Option<PathBuf>,
+    /// Leave out rows with impossible labels instead of failing on the first one.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
     /// Objective for recommendation quality (default: every objective).
     #[arg(long)]
     pub objective: Option<Objective>,
@@ -271,7 +278,14 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
 }
 
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
-    let mut data = Data::load(&a.data)?;
+    let mut data = Data::load_with(&a.data, a.skip_bad_rows)?;
+    if data.bad_rows > 0 {
+        eprintln!(
+            "train: skipped {} rows with impossible labels (--skip-bad-rows), e.g.:\n  {}",
+            data.bad_rows,
+            data.bad_examples.join("\n  ")
+        );
+    }
     anyhow::ensure!(
         !data.rows.is_empty(),
         "no usable rows (with a capability) in the data"
@@ -285,6 +299,9 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     opts.threads = a.fit.threads.max(1);
     opts.gbdt = a.fit.gbdt()?;
     let model = Model::train(&data, &opts);
+    model
+        .check_usable()
+        .map_err(|why| anyhow::anyhow!("{why}; no model written to {}", a.out.display()))?;
     model.save(&a.out)?;
     let mut out = String::new();
     outln!(
@@ -371,7 +388,7 @@ fn holdout(s: &str) -> Result<eval::Holdout, String> {
 }
 
 pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
-    let mut data = Data::load(&a.data)?;
+    let mut data = Data::load_with(&a.data, a.skip_bad_rows)?;
     let selection = select_inputs(&a.features)?;
     if let Some(raw) = &selection.raw {
         data.restrict(raw);

@@ -274,6 +274,7 @@ mod tests {
                 })
                 .collect(),
             not_predicted: vec![],
+            out_of_domain: vec![],
             missing_features: vec![],
             model_family: "test".into(),
         }

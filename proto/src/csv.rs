@@ -58,6 +58,9 @@ pub struct Sample {
     pub group_id: Option<String>,
     /// Unknown columns, by name, in file order.
     pub extra: Vec<(String, String)>,
+    /// The line the row starts on in its file (0: not read from a file), for
+    /// messages about its values.
+    pub line: u64,
 }
 
 impl Sample {
@@ -212,7 +215,10 @@ pub fn read<R: Read>(r: R, name: &str) -> Result<Dataset, CsvError> {
             break;
         }
         let line = record.position().map(|p| p.line()).unwrap_or(0);
-        let mut s = Sample::default();
+        let mut s = Sample {
+            line,
+            ..Sample::default()
+        };
         let mut seed_seq: (Option<String>, Option<String>) = (None, None);
         for (i, cell) in record.iter().enumerate() {
             let col_name = &headers[i];
@@ -698,7 +704,14 @@ mod tests {
         }
         let d = read_path(&path).unwrap();
         assert_eq!(d.samples.len(), 2);
-        assert_eq!(d.samples[1], s);
+        assert_eq!(d.samples[1].line, 3);
+        assert_eq!(
+            Sample {
+                line: s.line,
+                ..d.samples[1].clone()
+            },
+            s
+        );
         // A different header is refused rather than mixed.
         assert!(CsvAppender::open(&path, &[]).is_err());
     }

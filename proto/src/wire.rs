@@ -455,6 +455,11 @@ pub struct Prediction {
     /// The algorithms not predicted, and why (unavailable on the source, or
     /// no training data behind them).
     pub not_predicted: Vec<AlgorithmSupport>,
+    /// Where the request lies outside the model's training data, in words
+    /// ("VM_size 65536 MiB is 77.5× the largest VM in training (846 MiB)");
+    /// the intervals of such predictions are widened accordingly. Empty:
+    /// inside.
+    pub out_of_domain: Vec<String>,
     /// Features the model wanted but the request lacked.
     pub missing_features: Vec<Feature>,
     pub model_family: String,
@@ -640,6 +645,7 @@ mod tests {
                 algorithm: Algorithm::DirtyLimit,
                 unavailable: Some("no training data".into()),
             }],
+            out_of_domain: vec!["VM_size 65536 MiB is 77.5× the largest VM in training".into()],
             missing_features: vec![Feature::VmPmuInstr],
             model_family: "gbdt".into(),
         }

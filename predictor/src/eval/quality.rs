@@ -267,6 +267,7 @@ mod tests {
             features: migsight_proto::FeatureVector::new(),
             downtime_limit_ms: 300.0,
             qemu: None,
+            accel: None,
             x: vec![f64::NAN; inputs::INPUT_COUNT],
             labels: [
                 Some(tt),
@@ -279,6 +280,7 @@ mod tests {
             converged: true,
             group: g.into(),
             has_group: true,
+            line: 0,
         };
         let data = Data {
             rows: vec![
