@@ -395,7 +395,9 @@ mod tests {
             ),
         ] {
             std::fs::write(&p, format!("{header}{good}{bad}")).unwrap();
-            let e = Data::load(std::slice::from_ref(&p)).unwrap_err().to_string();
+            let e = Data::load(std::slice::from_ref(&p))
+                .unwrap_err()
+                .to_string();
             assert!(
                 e.contains("lab.csv:3") && e.contains(column) && e.contains(word),
                 "{bad}: {e}"
