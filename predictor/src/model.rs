@@ -863,13 +863,10 @@ pub fn selection_loss(metric: Metric, log: bool, d: f64) -> f64 {
     if !log {
         return d.abs();
     }
-    let floor = match metric {
-        Metric::TT => 0.013,
-        Metric::TD => 0.003,
-        Metric::DT => 0.18,
-        _ => return d.abs(),
-    };
-    (d.abs() + floor).ln()
+    match metric {
+        Metric::TT | Metric::TD | Metric::DT => (d.abs() + score::repeat_noise(metric)).ln(),
+        _ => d.abs(),
+    }
 }
 
 /// One candidate of the cross-fitted choice of base.

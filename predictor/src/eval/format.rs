@@ -237,7 +237,7 @@ pub fn rec_table(report: &EvalReport, sla: &Sla) -> String {
         .collect();
     let _ = writeln!(
         s,
-        "\nrecommendation quality on paired groups (SLA: {}; left out: groups with a converged row lacking a label the SLA or objective needs; regret relative, for cpu in points of a core)",
+        "\nrecommendation quality on paired groups (SLA: {}; left out: groups with a converged row lacking a label the SLA or objective needs; clear: groups whose best beat the runner-up by more than the repeat noise; regret relative, for cpu in points of a core)",
         if limits.is_empty() {
             "none".to_string()
         } else {
@@ -246,28 +246,32 @@ pub fn rec_table(report: &EvalReport, sla: &Sla) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<9} {:<7} {:<12} {:>6} {:>8} {:>9} {:>12} {:>11} {:>42} {:>34}  fallback picks",
+        "{:<9} {:<7} {:<12} {:>6} {:>8} {:>9} {:>15} {:>12} {:>11} {:>42} {:>34} {:>9} {:>30}  fallback picks",
         "model",
         "qemu",
         "objective",
         "groups",
         "left out",
         "accuracy",
+        "clear (groups)",
         "mean_regret",
         "violations",
         "best fixed (accuracy, regret, violations)",
         "least-regret fixed (regret, viol.)",
+        "mean loss",
+        "least-loss fixed (loss)",
     );
     for q in &report.recommendation {
         let _ = writeln!(
             s,
-            "{:<9} {:<7} {:<12} {:>6} {:>8} {:>9} {:>12} {:>11} {:>42} {:>34}  {}",
+            "{:<9} {:<7} {:<12} {:>6} {:>8} {:>9} {:>15} {:>12} {:>11} {:>42} {:>34} {:>9} {:>30}  {}",
             q.model,
             q.qemu,
             q.objective.name(),
             q.groups,
             q.unjudged,
             f(q.accuracy, 3),
+            format!("{} ({})", f(q.clear_accuracy, 3), q.clear_groups),
             f(q.mean_regret, 3),
             f(q.sla_violations, 3),
             q.best_fixed
@@ -286,6 +290,10 @@ pub fn rec_table(report: &EvalReport, sla: &Sla) -> String {
                     f(q.least_regret_fixed_regret, 3),
                     f(q.least_regret_fixed_violations, 3)
                 ))
+                .unwrap_or_default(),
+            f(q.mean_loss, 3),
+            q.least_loss_fixed
+                .map(|a| format!("{} ({})", a.name(), f(q.least_loss_fixed_loss, 3)))
                 .unwrap_or_default(),
             match &q.fallback_default {
                 Some(a) => format!("{} ({a})", q.fallback_groups),

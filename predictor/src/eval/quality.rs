@@ -8,7 +8,7 @@ use crate::data::{Data, Row};
 use crate::decision;
 use crate::recommend;
 use migsight_proto::wire::{FallbackRule, Objective, Sla};
-use migsight_proto::Algorithm;
+use migsight_proto::{Algorithm, Metric};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -51,6 +51,21 @@ pub struct RecQuality {
     /// Paired groups left out: a converged row lacked a label the SLA or the
     /// objective needs.
     pub unjudged: usize,
+    /// Mean loss over the groups ([`decision::loss`]: the regret, capped,
+    /// on a common scale with a pick that missed the SLA, which counts 1):
+    /// unlike the mean regret, it compares every choice on the same groups
+    /// (a fixed algorithm's regret leaves out the groups where it failed,
+    /// often the hardest).
+    pub mean_loss: f64,
+    /// The fixed algorithm with the least mean loss, and that loss.
+    pub least_loss_fixed: Option<Algorithm>,
+    pub least_loss_fixed_loss: f64,
+    /// Groups whose best beat the runner-up by more than the objective's
+    /// repeat noise ([`crate::score::repeat_noise`]; or whose runner-up missed
+    /// the SLA): where a right pick can be told from a lucky one.
+    pub clear_groups: usize,
+    /// The recommendation was the true best in that share of them.
+    pub clear_accuracy: f64,
 }
 
 fn truly_meets(r: &Row, sla: &Sla) -> bool {
@@ -68,6 +83,28 @@ fn truly_meets(r: &Row, sla: &Sla) -> bool {
                 }
                 None => false,
             })
+}
+
+/// Whether the best of a group's feasible `values` beats the runner-up by
+/// more than the metric's repeat noise (a runner-up that is infeasible is
+/// beaten).
+fn clear_winner(metric: Metric, lower_better: bool, values: &[Option<f64>]) -> bool {
+    let mut v: Vec<f64> = values.iter().flatten().copied().collect();
+    v.sort_by(|a, b| {
+        if lower_better {
+            a.total_cmp(b)
+        } else {
+            b.total_cmp(a)
+        }
+    });
+    let (Some(&best), Some(&next)) = (v.first(), v.get(1)) else {
+        return !v.is_empty() && values.len() > 1;
+    };
+    let gap = (next - best).abs();
+    match metric {
+        Metric::CPU | Metric::MEM => gap > crate::score::repeat_noise(metric),
+        _ => best != 0.0 && gap / best.abs() > crate::score::repeat_noise(metric),
+    }
 }
 
 /// Recommendation quality pooled over releases (`all`) and, when the data
@@ -111,6 +148,9 @@ fn rec_quality(
     let mut fixed_regrets: [Vec<f64>; N] = Default::default();
     let mut fixed_misses = [0usize; N];
     let mut fallbacks = 0usize;
+    let mut losses = Vec::new();
+    let mut fixed_losses: [Vec<f64>; N] = Default::default();
+    let (mut clear, mut clear_hits) = (0usize, 0usize);
     let mut unjudged = 0usize;
     let mut defaults: std::collections::BTreeMap<&str, usize> = Default::default();
     for rows in by_group.values() {
@@ -160,7 +200,7 @@ fn rec_quality(
             &cands,
             default,
             rule.map_or(0.0, |d| d.margin),
-            lower_better,
+            objective,
         );
         fallbacks += fell_back as usize;
         if let Some(d) = rule.filter(|d| d.margin > 0.0) {
@@ -173,10 +213,20 @@ fn rec_quality(
         if data.rows[pick].algorithm == best_alg {
             correct += 1;
         }
+        if clear_winner(metric, lower_better, &values) {
+            clear += 1;
+            clear_hits += usize::from(data.rows[pick].algorithm == best_alg);
+        }
         if feasible.contains(&pick) {
             regrets.push(regret(pick));
+            losses.push(decision::loss(
+                metric,
+                obj(pick).unwrap_or(0.0),
+                obj(best).unwrap_or(0.0),
+            ));
         } else {
             violations += 1;
+            losses.push(1.0);
         }
         for &i in &rows {
             let a = data.rows[i].algorithm.index();
@@ -186,8 +236,14 @@ fn rec_quality(
             }
             if feasible.contains(&i) {
                 fixed_regrets[a].push(regret(i));
+                fixed_losses[a].push(decision::loss(
+                    metric,
+                    obj(i).unwrap_or(0.0),
+                    obj(best).unwrap_or(0.0),
+                ));
             } else {
                 fixed_misses[a] += 1;
+                fixed_losses[a].push(1.0);
             }
         }
     }
@@ -214,6 +270,12 @@ fn rec_quality(
     };
     let violations_of =
         |a: Algorithm| fixed_misses[a.index()] as f64 / fixed_seen[a.index()].max(1) as f64;
+    // A fixed algorithm is compared on the groups it ran in: those a QEMU
+    // release offers ran in (nearly) all (incomplete groups aside).
+    let least_loss_fixed = Algorithm::ALL
+        .into_iter()
+        .filter(|a| fixed_seen[a.index()] * 10 >= groups * 9)
+        .min_by(|a, b| mean(&fixed_losses[a.index()]).total_cmp(&mean(&fixed_losses[b.index()])));
     let least_regret_fixed = Algorithm::ALL
         .into_iter()
         .filter(|a| !fixed_regrets[a.index()].is_empty())
@@ -240,6 +302,16 @@ fn rec_quality(
         least_regret_fixed_violations: least_regret_fixed.map_or(f64::NAN, violations_of),
         fallback_groups: fallbacks,
         unjudged,
+        mean_loss: mean(&losses),
+        least_loss_fixed,
+        least_loss_fixed_loss: least_loss_fixed
+            .map_or(f64::NAN, |a| mean(&fixed_losses[a.index()])),
+        clear_groups: clear,
+        clear_accuracy: if clear > 0 {
+            clear_hits as f64 / clear as f64
+        } else {
+            f64::NAN
+        },
         fallback_default: defaults
             .into_iter()
             .max_by_key(|(_, n)| *n)
@@ -253,7 +325,6 @@ mod tests {
     use crate::data::Row;
     use crate::inputs;
     use crate::model::MetricPrediction;
-    use migsight_proto::Metric;
 
     #[test]
     fn recommendation_quality_counts_hits_regret_and_the_fixed_choice() {
