@@ -186,14 +186,58 @@ fn compressed_share(entropy: Option<f64>) -> f64 {
     entropy.unwrap_or(1.0).clamp(0.05, 1.0)
 }
 
-/// The analytic estimate used for `algorithm`'s inputs.
+/// What `algorithm` does to the pre-copy series ([`analytic::Dynamics`]),
+/// from the features that say it:
 ///
-/// Post-copy and post-copy with preemption: one pass plus the pages dirtied
-/// meanwhile. `multifd-zstd` on QEMU ≥ 9 (or an unknown version): the
-/// pre-copy series over the compressed pages, since those are what QEMU
-/// sends, counts and rate-limits there; on older QEMU (7.2 measured) it
-/// counts and meters the uncompressed bytes, so plain pre-copy. Everything
-/// else, `multifd` included (its channels share `max-bandwidth`): pre-copy.
+/// - `auto-converge`: QEMU's throttle (20 %, +10 %, triggered above 50 %);
+/// - `xbzrle`: a re-sent page costs its modified bytes (`VM_mwpp` of 4,096,
+///   plus a tenth for the encoding and the pages the 64 MiB cache misses);
+///   absent `VM_mwpp`, whole pages;
+/// - `compress` (zlib) and `multifd-zstd` (on QEMU ≥ 9, or unknown): every
+///   page costs its compressed share, from the byte entropy
+///   ([`compressed_share`]) of the working set (re-sent pages) and of the
+///   rest (first pass). QEMU 7.2 counts and meters multifd-zstd's
+///   uncompressed bytes, so there it is plain pre-copy;
+/// - every other pre-copy algorithm, `multifd` included (its channels share
+///   `max-bandwidth`): plain.
+pub fn dynamics(fv: &FeatureVector, algorithm: Algorithm, qemu_major: Option<f64>) -> analytic::Dynamics {
+    let plain = analytic::Dynamics::PLAIN;
+    let compressed = || {
+        let hot = compressed_share(fv.get(Feature::VmWse));
+        let cold = compressed_share(fv.get(Feature::VmNwse));
+        let first = match (fv.get(Feature::VmSize), fv.get(Feature::VmWss)) {
+            (Some(size), Some(wss)) if size > 0.0 => {
+                let w = wss.min(size);
+                (w * hot + (size - w) * cold) / size
+            }
+            _ => cold,
+        };
+        analytic::Dynamics {
+            first_pass: first,
+            resend: hot,
+            throttle: None,
+        }
+    };
+    match algorithm {
+        Algorithm::AutoConverge => analytic::Dynamics {
+            throttle: Some(analytic::Throttle::QEMU),
+            ..plain
+        },
+        Algorithm::Xbzrle => analytic::Dynamics {
+            resend: fv
+                .get(Feature::VmMwpp)
+                .map_or(1.0, |m| (m / 4096.0 + 0.1).min(1.0)),
+            ..plain
+        },
+        Algorithm::Compress => compressed(),
+        Algorithm::MultifdZstd if qemu_major.is_none_or(|m| m >= 9.0) => compressed(),
+        _ => plain,
+    }
+}
+
+/// The analytic estimate used for `algorithm`'s inputs: post-copy's pass
+/// for the post-copy algorithms, else the pre-copy series with the
+/// algorithm's [`dynamics`].
 pub fn analytic_estimate(
     fv: &FeatureVector,
     algorithm: Algorithm,
@@ -205,26 +249,18 @@ pub fn analytic_estimate(
     let pdr = fv.get(Feature::VmPdr);
     let wss = fv.get(Feature::VmWss);
     let bw = fv.get(Feature::VmPtr);
-    match algorithm {
-        Algorithm::Postcopy | Algorithm::PostcopyPreempt => {
-            analytic::postcopy(size, pdr, wss, bw, dirtying)
-        }
-        Algorithm::MultifdZstd if qemu_major.is_none_or(|m| m >= 9.0) => {
-            let hot = compressed_share(fv.get(Feature::VmWse));
-            let cold = compressed_share(fv.get(Feature::VmNwse));
-            let size_v = size?;
-            let wss_v = wss.unwrap_or(size_v).min(size_v);
-            analytic::precopy(
-                Some(wss_v * hot + (size_v - wss_v) * cold),
-                pdr.map(|p| p * hot),
-                Some(wss_v * hot),
-                bw,
-                downtime_limit_ms,
-                dirtying,
-            )
-        }
-        _ => analytic::precopy(size, pdr, wss, bw, downtime_limit_ms, dirtying),
+    if algorithm.is_postcopy() {
+        return analytic::postcopy(size, pdr, wss, bw, dirtying);
     }
+    analytic::precopy_with(
+        size,
+        pdr,
+        wss,
+        bw,
+        downtime_limit_ms,
+        dirtying,
+        &dynamics(fv, algorithm, qemu_major),
+    )
 }
 
 /// The physical baseline of an algorithm's TT, DT and TD: the saturating
