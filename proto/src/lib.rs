@@ -15,6 +15,7 @@ pub mod feature;
 pub mod frame;
 pub mod metric;
 pub mod rng;
+pub mod serve;
 pub mod units;
 pub mod wire;
 pub mod workload;

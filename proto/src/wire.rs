@@ -8,10 +8,12 @@
 use crate::frame::{self, FrameError};
 use crate::{Algorithm, Feature, FeatureVector, Metric};
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Version of the message set below. Bump on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// QEMU's default downtime limit, used when a request does not give one.
 pub const DEFAULT_DOWNTIME_LIMIT_MS: f64 = 300.0;
@@ -287,6 +289,9 @@ pub enum ErrorKind {
     VmMigrating,
     PredictorUnavailable,
     Internal,
+    /// The server is at its connection limit, or its request memory is
+    /// taken, with nothing it may close to make room: try again shortly.
+    Busy,
 }
 
 /// A typed error reply. The connection stays open after one.
@@ -317,6 +322,24 @@ pub struct Health {
     /// Predictor: whether a model is loaded. Agent: whether the predictor answered.
     pub ready: bool,
     pub uptime_s: f64,
+    /// Predictor: the latest model reload (SIGHUP) since it started, `None`
+    /// before the first. Agent: always `None`.
+    pub last_reload: Option<ReloadOutcome>,
+}
+
+/// How the predictor's latest model reload went. A refused file leaves the
+/// previous model serving, so `ready` stays true: this is where a failed
+/// `systemctl reload` shows (and what its `ExecReload` check reads).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadOutcome {
+    /// Reloads attempted since the daemon started (1 for the first).
+    pub generation: u64,
+    /// When it finished, ms since the Unix epoch.
+    pub finished_unix_ms: u64,
+    /// Whether the new file is now the model in use.
+    pub loaded: bool,
+    /// What was loaded, or why the file was refused.
+    pub message: String,
 }
 
 /// Per algorithm × metric cross-validation score stored in a model.
@@ -485,9 +508,26 @@ pub struct ProfileReport {
     pub recommendation: Option<Recommendation>,
 }
 
+thread_local! {
+    /// What a custom deserialization error said: postcard keeps only "Serde
+    /// Deserialization Error", so the types whose errors matter to a client
+    /// (an unknown feature key) leave their message here for [`decode_request`].
+    static DECODE_DETAIL: RefCell<Option<(ErrorKind, String)>> = const { RefCell::new(None) };
+}
+
+/// Records why a value did not deserialize, for [`decode_request`]'s reply.
+pub(crate) fn note_decode_detail(kind: ErrorKind, message: &str) {
+    DECODE_DETAIL.with(|d| *d.borrow_mut() = Some((kind, message.to_string())));
+}
+
+fn take_decode_detail() -> Option<(ErrorKind, String)> {
+    DECODE_DETAIL.with(|d| d.borrow_mut().take())
+}
+
 /// Reads the version field alone, then the whole request.
 ///
-/// Returns a typed error for another protocol version or malformed bytes.
+/// Returns a typed error for another protocol version or malformed bytes;
+/// an unknown feature key is `InvalidFeature` naming the key.
 pub fn decode_request(payload: &[u8]) -> Result<Request, ErrorReply> {
     let (version, _) = postcard::take_from_bytes::<u32>(payload)
         .map_err(|e| ErrorReply::new(ErrorKind::BadRequest, format!("malformed request: {e}")))?;
@@ -497,7 +537,13 @@ pub fn decode_request(payload: &[u8]) -> Result<Request, ErrorReply> {
             format!("protocol version {version} is not supported; this server speaks version {PROTOCOL_VERSION}"),
         ));
     }
+    take_decode_detail();
     frame::decode(payload).map_err(|e: FrameError| {
+        if let FrameError::Decode(postcard::Error::SerdeDeCustom) = e {
+            if let Some((kind, message)) = take_decode_detail() {
+                return ErrorReply::new(kind, format!("malformed request: {message}"));
+            }
+        }
         let kind = match &e {
             FrameError::Decode(_) | FrameError::TrailingBytes(_) => ErrorKind::BadRequest,
             _ => ErrorKind::Internal,
@@ -520,32 +566,102 @@ pub enum ClientError {
     Closed(String),
     #[error("{0}")]
     Server(ErrorReply),
+    #[error("server at {path} did not answer within {after:?}")]
+    Timeout { path: String, after: Duration },
 }
 
-/// A client connection to an agent or predictor socket; one request at a time.
+/// Longest wait for a connection to a daemon's socket.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for the answer to a request other than `Profile`: the
+/// predictor answers in microseconds, so this only ends waits on a daemon
+/// that is stuck, stopped (SIGSTOP) or flooded.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Added to a `Profile` request's window for its answer: the agent's QMP
+/// preflight, its census pass and the predictor's answer.
+pub const PROFILE_SLACK: Duration = Duration::from_secs(120);
+
+/// How long a client waits for the answer to `body` unless told otherwise.
+pub fn default_timeout(body: &RequestBody) -> Duration {
+    match body {
+        RequestBody::Profile(p) => Duration::from_millis(p.window_ms).saturating_add(PROFILE_SLACK),
+        _ => CALL_TIMEOUT,
+    }
+}
+
+/// A client connection to an agent or predictor socket; one request at a
+/// time. Every step has a deadline, so a client never hangs on a daemon.
 pub struct Client {
     stream: tokio::net::UnixStream,
     path: String,
+    timeout: Option<Duration>,
 }
 
 impl Client {
+    /// Connects within [`CONNECT_TIMEOUT`].
     pub async fn connect(path: impl AsRef<std::path::Path>) -> Result<Client, ClientError> {
         let path = path.as_ref();
-        let stream = tokio::net::UnixStream::connect(path)
-            .await
-            .map_err(|source| ClientError::Connect {
-                path: path.display().to_string(),
+        let shown = path.display().to_string();
+        let stream = match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::UnixStream::connect(path),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(ClientError::Timeout {
+                    path: shown,
+                    after: CONNECT_TIMEOUT,
+                })
+            }
+            Ok(r) => r.map_err(|source| ClientError::Connect {
+                path: shown.clone(),
                 source,
-            })?;
+            })?,
+        };
         Ok(Client {
             stream,
-            path: path.display().to_string(),
+            path: shown,
+            timeout: None,
         })
     }
 
-    /// Sends `body` and waits for the reply; an error reply becomes [`ClientError::Server`].
+    /// Every later call must be answered within `limit` (`None`: the
+    /// request's [`default_timeout`]).
+    pub fn set_timeout(&mut self, limit: Option<Duration>) {
+        self.timeout = limit;
+    }
+
+    /// Sends `body` and waits for the reply, at most the timeout; an error
+    /// reply becomes [`ClientError::Server`].
     pub async fn call(&mut self, body: RequestBody) -> Result<Response, ClientError> {
-        frame::write_frame(&mut self.stream, &Request::new(body)).await?;
+        let limit = self.timeout.unwrap_or_else(|| default_timeout(&body));
+        match tokio::time::timeout(limit, self.exchange(body)).await {
+            Err(_) => Err(ClientError::Timeout {
+                path: self.path.clone(),
+                after: limit,
+            }),
+            Ok(r) => r,
+        }
+    }
+
+    async fn exchange(&mut self, body: RequestBody) -> Result<Response, ClientError> {
+        if let Err(e) = frame::write_frame(&mut self.stream, &Request::new(body)).await {
+            // A server that refuses a connection (`Busy`) writes its reply
+            // and closes without reading the request, so the write may fail
+            // while the reply waits to be read.
+            let peer_gone = matches!(&e, FrameError::Io(io) if matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ));
+            if peer_gone {
+                if let Ok(Some(p)) = frame::read_frame(&mut self.stream).await {
+                    if let Ok(Response::Error(r)) = frame::decode::<Response>(&p) {
+                        return Err(ClientError::Server(r));
+                    }
+                }
+            }
+            return Err(e.into());
+        }
         let payload = frame::read_frame(&mut self.stream)
             .await?
             .ok_or_else(|| ClientError::Closed(self.path.clone()))?;
@@ -630,6 +746,12 @@ mod tests {
                 protocol: PROTOCOL_VERSION,
                 ready: true,
                 uptime_s: 1.5,
+                last_reload: Some(ReloadOutcome {
+                    generation: 2,
+                    finished_unix_ms: 1_700_000_000_000,
+                    loaded: false,
+                    message: "not a migsight model file".into(),
+                }),
             }),
             Response::ModelInfo(ModelInfo {
                 format_version: 1,
