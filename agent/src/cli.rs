@@ -166,8 +166,9 @@ pub fn run(a: AgentArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         // Each connection being served runs at most one blocking task (a
-        // profile, or locating its VM): the unit's TasksMax counts them.
-        .max_blocking_threads(a.max_connections.clamp(1, 256))
+        // profile, or locating its VM); past 32 at once they queue. The
+        // unit's TasksMax=64 counts these threads with the workers.
+        .max_blocking_threads(a.max_connections.clamp(1, 32))
         .enable_all()
         .build()?;
     rt.block_on(async move {

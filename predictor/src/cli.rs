@@ -268,9 +268,10 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     }
     let limits = a.limits();
     limits.validate().map_err(anyhow::Error::msg)?;
+    // The unit's TasksMax=32 counts these, the blocking threads and main.
     anyhow::ensure!(
-        (1..=64).contains(&a.threads),
-        "threads must be between 1 and 64, got {}",
+        (1..=16).contains(&a.threads),
+        "threads must be between 1 and 16, got {}",
         a.threads
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
