@@ -61,7 +61,7 @@ pub struct Data {
     pub sha256: String,
     /// Rows skipped (no algorithm), for notes.
     pub skipped: usize,
-    /// Files whose partial last line was ignored.
+    /// Files whose torn last row was left out.
     pub partial_lines: usize,
 }
 
@@ -71,16 +71,11 @@ impl Data {
         let mut data = Data::default();
         let mut digests = Vec::new();
         for (fi, p) in paths.iter().enumerate() {
-            let mut bytes =
-                std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-            // A file being appended to (the lab) may end in a partial row: use
-            // the complete rows only.
-            if !bytes.is_empty() && !bytes.ends_with(b"\n") {
-                if let Some(cut) = bytes.iter().rposition(|b| *b == b'\n') {
-                    bytes.truncate(cut + 1);
-                    data.partial_lines += 1;
-                }
-            }
+            // Read under the appenders' lock; a torn last row (a crash
+            // mid-write) is left out, a complete one lacking its newline kept.
+            let (bytes, torn) =
+                pcsv::read_complete(p).with_context(|| format!("cannot read {}", p.display()))?;
+            data.partial_lines += torn as usize;
             let sha = sha256::hex(&bytes);
             let ds = pcsv::read(&bytes[..], &p.display().to_string())?;
             data.add(&ds, fi);
@@ -175,7 +170,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_partial_last_row_is_ignored() {
+    fn a_torn_last_row_is_ignored_and_a_complete_one_kept() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("lab.csv");
         std::fs::write(
@@ -183,12 +178,20 @@ mod tests {
             "capability,VM_size,VM_pdr,VM_ptr,qemu_tt,downtime_limit_ms\n0,512,10,100,6000,500\n3,512,10,100,50",
         )
         .unwrap();
-        let d = Data::load(&[p]).unwrap();
+        let d = Data::load(std::slice::from_ref(&p)).unwrap();
         assert_eq!(d.rows.len(), 1);
         assert_eq!(d.partial_lines, 1);
         assert_eq!(d.rows[0].downtime_limit_ms, 500.0);
         assert_eq!(d.rows[0].x[crate::inputs::DOWNTIME_LIMIT], 500.0);
         assert!(d.rows[0].x[crate::inputs::A_TT].is_finite());
         assert!(Data::load(&[dir.path().join("missing.csv")]).is_err());
+        // A complete last row that only lacks its newline is a row.
+        std::fs::write(
+            &p,
+            "capability,VM_size,VM_pdr,VM_ptr,qemu_tt\n0,512,10,100,6000\n3,512,10,100,50",
+        )
+        .unwrap();
+        let d = Data::load(&[p]).unwrap();
+        assert_eq!((d.rows.len(), d.partial_lines), (2, 0));
     }
 }
