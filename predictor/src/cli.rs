@@ -246,12 +246,7 @@ macro_rules! outln {
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
 pub fn write_stdout(s: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut o = std::io::stdout().lock();
-    match o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
-    }
+    Ok(migsight_proto::write_stdout(s)?)
 }
 
 pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
@@ -388,6 +383,26 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
         "no usable rows (with a capability) in the data"
     );
     anyhow::ensure!(a.folds >= 2, "--folds must be at least 2");
+    // A fold needs at least one paired group (rows of one group never
+    // split across folds): more folds than groups would train the same
+    // models again and again on empty test folds.
+    let groups = data
+        .rows
+        .iter()
+        .map(|r| r.group.as_str())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    anyhow::ensure!(
+        groups >= 2,
+        "cross-validation needs at least 2 paired groups, the data has {groups}"
+    );
+    let folds = a.folds.min(groups);
+    if folds < a.folds {
+        eprintln!(
+            "eval: --folds {} capped at {folds}, the number of paired groups in the data",
+            a.folds
+        );
+    }
     let sla = parse_sla(
         a.max_downtime.as_deref(),
         a.max_time.as_deref(),
@@ -396,7 +411,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
     )?;
     let opts = EvalOptions {
         models: a.models.clone(),
-        folds: a.folds,
+        folds,
         seed: a.seed,
         allowed: allowed_inputs(&a.features)?,
         sla,
@@ -408,8 +423,8 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
         gbdt: a.fit.gbdt()?,
     };
     if let Some(p) = &a.folds_out {
-        let folds = eval::folds(&data, a.folds, a.seed);
-        migsight_proto::write_file_atomic(p, eval::folds_csv(&data, &folds).as_bytes())
+        let assignment = eval::folds(&data, folds, a.seed);
+        migsight_proto::write_file_atomic(p, eval::folds_csv(&data, &assignment).as_bytes())
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     let report = eval::run(&data, &opts);

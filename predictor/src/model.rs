@@ -149,6 +149,10 @@ impl Residuals {
             return 0.5;
         }
         let floor = 0.5 / (n + 1.0);
+        if t.is_nan() {
+            // A prediction that is not a number says nothing either way.
+            return 0.5;
+        }
         if t < s[0] {
             return floor;
         }
@@ -1188,6 +1192,10 @@ impl Model {
     /// Checks every input index in the model is in range (a hostile or
     /// corrupt-but-checksummed file must not make predict index out of bounds).
     fn check_inputs(&self) -> Result<(), String> {
+        // `info` names the inputs used by their index into `inputs`.
+        if self.inputs_used.iter().any(|&i| i >= self.inputs.len()) {
+            return Err("bad list of inputs used".into());
+        }
         for a in &self.algorithms {
             if let ConvergeModel::Classifier { model: g, floor } = &a.converge {
                 if !tree_ok(g) || !(0.0..0.5).contains(floor) {

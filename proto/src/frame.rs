@@ -41,8 +41,16 @@ pub enum FrameError {
     TrailingBytes(usize),
     #[error("cannot encode message: {0}")]
     Encode(postcard::Error),
+    /// Not marked as the error's source: the message already carries it,
+    /// and `anyhow`'s `{:#}` would print it twice.
     #[error("i/o error: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+impl From<io::Error> for FrameError {
+    fn from(e: io::Error) -> FrameError {
+        FrameError::Io(e)
+    }
 }
 
 /// Memory a server lets the payloads of requests in flight hold, over all

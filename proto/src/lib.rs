@@ -55,3 +55,15 @@ pub fn write_file_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Resul
     }
     result
 }
+
+/// Writes to stdout; a closed pipe (`migsight … | head`) is not an error.
+/// (Rust ignores SIGPIPE, so `print!` would panic there; restoring SIGPIPE
+/// is no option in a binary whose daemons and QMP clients write to sockets.)
+pub fn write_stdout(s: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
+        _ => Ok(()),
+    }
+}

@@ -561,13 +561,21 @@ pub enum ClientError {
         source: std::io::Error,
     },
     #[error("{0}")]
-    Frame(#[from] FrameError),
+    Frame(FrameError),
+    /// The daemon went away (crashed, killed, restarted) with the request
+    /// unanswered.
     #[error("server at {0} closed the connection without replying")]
     Closed(String),
     #[error("{0}")]
     Server(ErrorReply),
     #[error("server at {path} did not answer within {after:?}")]
     Timeout { path: String, after: Duration },
+}
+
+impl From<FrameError> for ClientError {
+    fn from(e: FrameError) -> ClientError {
+        ClientError::Frame(e)
+    }
 }
 
 /// Longest wait for a connection to a daemon's socket.
@@ -662,9 +670,23 @@ impl Client {
             }
             return Err(e.into());
         }
-        let payload = frame::read_frame(&mut self.stream)
-            .await?
-            .ok_or_else(|| ClientError::Closed(self.path.clone()))?;
+        let payload = match frame::read_frame(&mut self.stream).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Err(ClientError::Closed(self.path.clone())),
+            // A reset or a reply cut short: the server died mid-request.
+            Err(FrameError::Truncated { .. }) => {
+                return Err(ClientError::Closed(self.path.clone()))
+            }
+            Err(FrameError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                return Err(ClientError::Closed(self.path.clone()))
+            }
+            Err(e) => return Err(e.into()),
+        };
         match frame::decode::<Response>(&payload)? {
             Response::Error(e) => Err(ClientError::Server(e)),
             r => Ok(r),
