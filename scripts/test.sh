@@ -20,4 +20,7 @@ step "guest image"
 bash lab/guest/build-image.sh
 
 step "cargo test"
+# Fuzz targets (proto/tests/fuzz.rs, predictor/tests/fuzz.rs) run this many
+# seconds each (about a minute in all).
+export MIGSIGHT_FUZZ_SECONDS="${MIGSIGHT_FUZZ_SECONDS:-3}"
 cargo test --workspace

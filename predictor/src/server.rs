@@ -397,8 +397,12 @@ pub async fn run(
     let reloader = tokio::spawn(async move {
         while hup.recv().await.is_some() {
             let s = st.clone();
+            let t = Instant::now();
             match tokio::task::spawn_blocking(move || s.reload()).await {
-                Ok(Ok(())) => tracing::info!("SIGHUP: model reloaded"),
+                Ok(Ok(())) => tracing::info!(
+                    ms = t.elapsed().as_secs_f64() * 1e3,
+                    "SIGHUP: model reloaded"
+                ),
                 Ok(Err(e)) => {
                     tracing::error!("SIGHUP: new model refused, keeping the old one: {e}")
                 }
