@@ -15,7 +15,9 @@
 //! ```
 //! Settings: `MIGSIGHT_SOAK_SECONDS` (60), `MIGSIGHT_SOAK_CLIENTS` (16),
 //! `MIGSIGHT_SOAK_IDLE` (500), `MIGSIGHT_SOAK_RELOAD_MS` (1000; 0: no
-//! reloads, to see what they cost). The daemon runs with its defaults
+//! reloads, to see what they cost); for an A/B against another build,
+//! `MIGSIGHT_SOAK_BIN` (the daemon's binary) and `MIGSIGHT_SOAK_PROTOCOL`
+//! (the version its requests carry; reloads need 3). The daemon runs with its defaults
 //! except `--idle-timeout-s 600`, so the idle connections outlive the run.
 //! "Before" is the daemon's RSS after a 5 s warm-up under the same load
 //! (reloads included): what it costs to have run at all is not growth.
@@ -117,12 +119,17 @@ fn main() {
     let live = d.join("model.msm");
     std::fs::copy(&models[0], &live).unwrap();
     let socket = d.join("predictor.sock");
-    let mut daemon = Command::new(BIN)
+    let daemon_bin = std::env::var("MIGSIGHT_SOAK_BIN").unwrap_or_else(|_| BIN.to_string());
+    let mut daemon = Command::new(&daemon_bin)
         .args(["predictor", "--model"])
         .arg(&live)
         .arg("--socket")
         .arg(&socket)
-        .args(["--idle-timeout-s", "600"])
+        .args(if daemon_bin == BIN {
+            &["--idle-timeout-s", "600"][..]
+        } else {
+            &[][..]
+        })
         .env("MIGSIGHT_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -153,7 +160,9 @@ fn main() {
         },
         objective: Objective::Time,
     };
-    let request = frame::encode(&Request::new(RequestBody::Recommend(rec.clone()))).unwrap();
+    let mut req = Request::new(RequestBody::Recommend(rec.clone()));
+    req.version = setting("MIGSIGHT_SOAK_PROTOCOL", req.version.into()) as u32;
+    let request = frame::encode(&req).unwrap();
 
     let report = rt.block_on(async {
         // The idle crowd.
