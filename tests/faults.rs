@@ -2,8 +2,7 @@
 //! profiles it; the predictor stopped or killed while a client waits for its
 //! answer, directly (`migsight predict`) and behind the agent (`migsight
 //! plan`). Each must end with a clear error, promptly, and the daemons that
-//! were not killed must stay up. Also two command lines that used to panic
-//! or run away: `lab --report … | head` and `eval --folds` beyond the data.
+//! were not killed must stay up.
 //!
 //! The QEMU part needs `qemu-system-x86_64` (a firmware-only guest: no
 //! image); without it that part is SKIPPED loudly.
@@ -266,42 +265,4 @@ fn qemu_killed_while_profiled_and_the_predictor_killed_behind_the_agent() {
         peak as f64 / 1024.0
     );
     drop(vm);
-}
-
-#[test]
-fn a_closed_pipe_and_too_many_folds_are_handled() {
-    // `lab --report … | head`: no panic on the broken pipe.
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "set -o pipefail; {BIN} lab --report {} | head -1 >/dev/null",
-            repo().join("data/lab.csv").display()
-        ))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // `eval --folds 100000` on 150 rows: capped at the paired groups.
-    let dir = tempfile::tempdir().unwrap();
-    let small = dir.path().join("150.csv");
-    let text = std::fs::read_to_string(repo().join("data/lab.csv")).unwrap();
-    let head: Vec<&str> = text.lines().take(151).collect();
-    std::fs::write(&small, head.join("\n") + "\n").unwrap();
-    let (ok, _, err, _) = run(&[
-        "eval",
-        "--data",
-        small.to_str().unwrap(),
-        "--folds",
-        "100000",
-        "--models",
-        "analytic",
-        "--objective",
-        "time",
-    ]);
-    assert!(ok, "{err}");
-    assert!(err.contains("capped at"), "{err}");
 }

@@ -383,26 +383,6 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
         "no usable rows (with a capability) in the data"
     );
     anyhow::ensure!(a.folds >= 2, "--folds must be at least 2");
-    // A fold needs at least one paired group (rows of one group never
-    // split across folds): more folds than groups would train the same
-    // models again and again on empty test folds.
-    let groups = data
-        .rows
-        .iter()
-        .map(|r| r.group.as_str())
-        .collect::<std::collections::HashSet<_>>()
-        .len();
-    anyhow::ensure!(
-        groups >= 2,
-        "cross-validation needs at least 2 paired groups, the data has {groups}"
-    );
-    let folds = a.folds.min(groups);
-    if folds < a.folds {
-        eprintln!(
-            "eval: --folds {} capped at {folds}, the number of paired groups in the data",
-            a.folds
-        );
-    }
     let sla = parse_sla(
         a.max_downtime.as_deref(),
         a.max_time.as_deref(),
@@ -411,7 +391,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
     )?;
     let opts = EvalOptions {
         models: a.models.clone(),
-        folds,
+        folds: a.folds,
         seed: a.seed,
         allowed: allowed_inputs(&a.features)?,
         sla,
@@ -423,8 +403,8 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
         gbdt: a.fit.gbdt()?,
     };
     if let Some(p) = &a.folds_out {
-        let assignment = eval::folds(&data, folds, a.seed);
-        migsight_proto::write_file_atomic(p, eval::folds_csv(&data, &assignment).as_bytes())
+        let folds = eval::folds(&data, a.folds, a.seed);
+        migsight_proto::write_file_atomic(p, eval::folds_csv(&data, &folds).as_bytes())
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     let report = eval::run(&data, &opts);

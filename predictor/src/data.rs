@@ -61,7 +61,7 @@ pub struct Data {
     pub sha256: String,
     /// Rows skipped (no algorithm), for notes.
     pub skipped: usize,
-    /// Files whose torn last row was left out.
+    /// Files whose partial last line was ignored.
     pub partial_lines: usize,
 }
 
@@ -170,7 +170,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_torn_last_row_is_ignored_and_a_complete_one_kept() {
+    fn a_partial_last_row_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("lab.csv");
         std::fs::write(
@@ -178,14 +178,19 @@ mod tests {
             "capability,VM_size,VM_pdr,VM_ptr,qemu_tt,downtime_limit_ms\n0,512,10,100,6000,500\n3,512,10,100,50",
         )
         .unwrap();
-        let d = Data::load(std::slice::from_ref(&p)).unwrap();
+        let d = Data::load(&[p]).unwrap();
         assert_eq!(d.rows.len(), 1);
         assert_eq!(d.partial_lines, 1);
         assert_eq!(d.rows[0].downtime_limit_ms, 500.0);
         assert_eq!(d.rows[0].x[crate::inputs::DOWNTIME_LIMIT], 500.0);
         assert!(d.rows[0].x[crate::inputs::A_TT].is_finite());
         assert!(Data::load(&[dir.path().join("missing.csv")]).is_err());
-        // A complete last row that only lacks its newline is a row.
+    }
+
+    #[test]
+    fn a_complete_last_row_without_its_newline_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lab.csv");
         std::fs::write(
             &p,
             "capability,VM_size,VM_pdr,VM_ptr,qemu_tt\n0,512,10,100,6000\n3,512,10,100,50",

@@ -3,9 +3,8 @@
 //! Everything that more than one part of migsight must agree on lives here and
 //! only here: the five migration [`Algorithm`]s, the six predicted [`Metric`]s,
 //! the CSAP feature schema ([`Feature`], [`FeatureVector`]) with its composed
-//! features, the CSAP-schema CSV reader/writer ([`csv`]), the wire protocol
-//! between the CLI, the agent and the predictor ([`wire`], [`frame`]) and the
-//! connection handling both daemons serve it with ([`serve`]).
+//! features, the CSAP-schema CSV reader/writer ([`csv`]) and the wire protocol
+//! between the CLI, the agent and the predictor ([`wire`], [`frame`]).
 //!
 //! Data flows one way through these types:
 //! sample → [`FeatureVector`] → [`wire::Prediction`] → [`wire::Recommendation`].
