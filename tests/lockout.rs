@@ -233,11 +233,7 @@ fn recommend_frame() -> Vec<u8> {
         migsight_predictor::data::read_features_json(&repo().join("examples/features.json"))
             .unwrap();
     frame::encode(&Request::new(RequestBody::Recommend(RecommendRequest {
-        predict: PredictRequest {
-            features,
-            bandwidth_bps: 125e6,
-            downtime_limit_ms: 300.0,
-        },
+        predict: PredictRequest::new(features, 125e6, 300.0),
         sla: Sla::default(),
         objective: Objective::Time,
     })))

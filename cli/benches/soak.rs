@@ -149,11 +149,7 @@ fn main() {
         migsight_predictor::data::read_features_json(&repo().join("examples/features.json"))
             .unwrap();
     let rec = RecommendRequest {
-        predict: PredictRequest {
-            features,
-            bandwidth_bps: 125e6,
-            downtime_limit_ms: 300.0,
-        },
+        predict: PredictRequest::new(features, 125e6, 300.0),
         sla: Sla {
             max_downtime_ms: Some(300.0),
             ..Sla::default()

@@ -29,11 +29,7 @@ fn model_bytes(family: FamilyKind, seed: u64) -> Vec<u8> {
 
 fn recommend(features: FeatureVector) -> RecommendRequest {
     RecommendRequest {
-        predict: PredictRequest {
-            features,
-            bandwidth_bps: 125e6,
-            downtime_limit_ms: 300.0,
-        },
+        predict: PredictRequest::new(features, 125e6, 300.0),
         sla: Sla {
             max_downtime_ms: Some(300.0),
             ..Sla::default()

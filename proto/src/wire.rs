@@ -60,6 +60,18 @@ pub struct PredictRequest {
     pub downtime_limit_ms: f64,
 }
 
+impl PredictRequest {
+    /// A request for `features` at a bandwidth (bytes/s) and QEMU
+    /// downtime limit (ms).
+    pub fn new(features: FeatureVector, bandwidth_bps: f64, downtime_limit_ms: f64) -> Self {
+        PredictRequest {
+            features,
+            bandwidth_bps,
+            downtime_limit_ms,
+        }
+    }
+}
+
 /// Limits the operator must not exceed. `None` means no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Sla {

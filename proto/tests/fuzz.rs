@@ -31,11 +31,7 @@ fn features() -> FeatureVector {
 }
 
 fn requests() -> Vec<Request> {
-    let predict = PredictRequest {
-        features: features(),
-        bandwidth_bps: 125e6,
-        downtime_limit_ms: 300.0,
-    };
+    let predict = PredictRequest::new(features(), 125e6, 300.0);
     [
         RequestBody::Health,
         RequestBody::ModelInfo,
