@@ -216,6 +216,7 @@ async fn fake_predictor(path: PathBuf) {
                         protocol: migsight_proto::wire::PROTOCOL_VERSION,
                         ready: true,
                         uptime_s: 0.0,
+                        last_reload: None,
                     }),
                     RequestBody::Predict(pr) => {
                         assert!(pr.features.get(Feature::VmPdr).is_some());

@@ -25,6 +25,41 @@ pub struct ServeArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Most connections open at once; when full, the one waiting longest
+    /// for its client is closed to make room (a newcomer gets `Busy` only
+    /// when every connection is being served).
+    #[arg(long, default_value_t = crate::server::DEFAULT_LIMITS.max_connections)]
+    pub max_connections: usize,
+    /// Close a connection with no request for this many seconds.
+    #[arg(long, default_value_t = crate::server::DEFAULT_LIMITS.idle_timeout.as_secs())]
+    pub idle_timeout_s: u64,
+    /// A request must arrive whole within this many seconds of its first byte.
+    #[arg(long, default_value_t = crate::server::DEFAULT_LIMITS.read_timeout.as_secs())]
+    pub read_timeout_s: u64,
+    /// A client must take its reply within this many seconds.
+    #[arg(long, default_value_t = crate::server::DEFAULT_LIMITS.write_timeout.as_secs())]
+    pub write_timeout_s: u64,
+    /// MiB that request buffers may hold in all, beyond 4 KiB per connection.
+    #[arg(long, default_value_t = crate::server::DEFAULT_LIMITS.request_memory >> 20)]
+    pub request_memory_mib: usize,
+    /// Do not serve: make the predictor running as process PID reload its
+    /// model (SIGHUP), wait for the outcome over `--socket`, and exit
+    /// non-zero if the file was refused (the units' `ExecReload`).
+    #[arg(long, value_name = "PID")]
+    pub reload: Option<u32>,
+}
+
+impl ServeArgs {
+    /// The connection limits these flags set.
+    pub fn limits(&self) -> migsight_proto::serve::Limits {
+        migsight_proto::serve::Limits {
+            max_connections: self.max_connections,
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_s),
+            read_timeout: std::time::Duration::from_secs(self.read_timeout_s),
+            write_timeout: std::time::Duration::from_secs(self.write_timeout_s),
+            request_memory: self.request_memory_mib.saturating_mul(1 << 20),
+        }
+    }
 }
 
 /// Train models from CSAP-schema CSV files.
@@ -261,20 +296,42 @@ macro_rules! outln {
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
 pub fn write_stdout(s: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut o = std::io::stdout().lock();
-    match o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
-    }
+    Ok(migsight_proto::write_stdout(s)?)
 }
 
 pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    if let Some(pid) = a.reload {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let r = rt.block_on(crate::server::reload_and_wait(
+            &a.socket,
+            pid,
+            std::time::Duration::from_secs(60),
+        ))?;
+        return write_stdout(&format!("predictor: {}\n", r.message));
+    }
+    let limits = a.limits();
+    limits.validate().map_err(anyhow::Error::msg)?;
+    // The unit's TasksMax=32 counts these, the blocking threads and main.
+    anyhow::ensure!(
+        (1..=16).contains(&a.threads),
+        "threads must be between 1 and 16, got {}",
+        a.threads
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(a.threads.max(1))
+        .worker_threads(a.threads)
+        // Blocking threads only load models (SIGHUP), one at a time; the
+        // unit's TasksMax counts every thread.
+        .max_blocking_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(crate::server::run(&a.model, &a.socket, a.group.as_deref()))
+    rt.block_on(crate::server::run(
+        &a.model,
+        &a.socket,
+        a.group.as_deref(),
+        limits,
+    ))
 }
 
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {

@@ -194,16 +194,11 @@ impl Data {
         let mut data = Data::default();
         let mut digests = Vec::new();
         for (fi, p) in paths.iter().enumerate() {
-            let mut bytes =
-                std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-            // A file being appended to (the lab) may end in a partial row: use
-            // the complete rows only.
-            if !bytes.is_empty() && !bytes.ends_with(b"\n") {
-                if let Some(cut) = bytes.iter().rposition(|b| *b == b'\n') {
-                    bytes.truncate(cut + 1);
-                    data.partial_lines += 1;
-                }
-            }
+            // Read under the appenders' lock; a torn last row (a crash
+            // mid-write) is left out, a complete one lacking its newline kept.
+            let (bytes, torn) =
+                pcsv::read_complete(p).with_context(|| format!("cannot read {}", p.display()))?;
+            data.partial_lines += torn as usize;
             let sha = sha256::hex(&bytes);
             let name = p.display().to_string();
             let ds = pcsv::read(&bytes[..], &name)?;
@@ -432,5 +427,18 @@ mod tests {
         assert_eq!(d.rows[0].x[crate::inputs::DOWNTIME_LIMIT], 500.0);
         assert!(d.rows[0].x[crate::inputs::A_TT].is_finite());
         assert!(Data::load(&[dir.path().join("missing.csv")]).is_err());
+    }
+
+    #[test]
+    fn a_complete_last_row_without_its_newline_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lab.csv");
+        std::fs::write(
+            &p,
+            "capability,VM_size,VM_pdr,VM_ptr,qemu_tt\n0,512,10,100,6000\n3,512,10,100,50",
+        )
+        .unwrap();
+        let d = Data::load(&[p]).unwrap();
+        assert_eq!((d.rows.len(), d.partial_lines), (2, 0));
     }
 }

@@ -166,7 +166,8 @@ impl Serialize for Feature {
 impl<'de> Deserialize<'de> for Feature {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let name = String::deserialize(d)?;
-        name.parse().map_err(de::Error::custom)
+        name.parse()
+            .map_err(|e: UnknownFeature| invalid(e.to_string()))
     }
 }
 
@@ -300,6 +301,13 @@ impl Serialize for FeatureVector {
     }
 }
 
+/// A deserialization error about a feature, with its message kept for the
+/// wire's error reply (postcard drops custom messages).
+fn invalid<E: de::Error>(message: String) -> E {
+    crate::wire::note_decode_detail(crate::wire::ErrorKind::InvalidFeature, &message);
+    E::custom(message)
+}
+
 impl<'de> Deserialize<'de> for FeatureVector {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -312,13 +320,13 @@ impl<'de> Deserialize<'de> for FeatureVector {
                 let mut fv = FeatureVector::new();
                 while let Some(key) = map.next_key::<String>()? {
                     let feature = key.parse::<Feature>().map_err(|_| {
-                        de::Error::custom(format!(
+                        invalid(format!(
                             "unknown feature {key:?}; known: {}",
                             Feature::ALL.map(|f| f.column()).join(", ")
                         ))
                     })?;
                     if fv.get(feature).is_some() {
-                        return Err(de::Error::custom(format!("feature {key} given twice")));
+                        return Err(invalid(format!("feature {key} given twice")));
                     }
                     let v: Option<f64> = map.next_value()?;
                     fv.set(feature, v);
