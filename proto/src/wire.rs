@@ -113,6 +113,7 @@ impl PredictRequest {
             features,
             bandwidth_bps,
             downtime_limit_ms,
+            qemu: None,
         }
     }
 }
