@@ -325,16 +325,31 @@ mod tests {
             throttle: Some(Throttle::QEMU),
             ..Dynamics::PLAIN
         };
-        let ac = precopy_with(args.0, args.1, args.2, args.3, args.4, Dirtying::Linear, &throttled)
-            .unwrap();
+        let ac = precopy_with(
+            args.0,
+            args.1,
+            args.2,
+            args.3,
+            args.4,
+            Dirtying::Linear,
+            &throttled,
+        )
+        .unwrap();
         assert!(ac.converges && ac.rounds > 5, "{ac:?}");
         // xbzrle: re-sent pages cost a tenth; the same guest at 60 MiB/s.
         let delta = Dynamics {
             resend: 0.1,
             ..Dynamics::PLAIN
         };
-        let p = precopy(Some(1000.0), Some(60.0), Some(800.0), Some(100.0), 300.0, Dirtying::Linear)
-            .unwrap();
+        let p = precopy(
+            Some(1000.0),
+            Some(60.0),
+            Some(800.0),
+            Some(100.0),
+            300.0,
+            Dirtying::Linear,
+        )
+        .unwrap();
         let x = precopy_with(
             Some(1000.0),
             Some(60.0),
@@ -345,15 +360,26 @@ mod tests {
             &delta,
         )
         .unwrap();
-        assert!(x.td_bytes < p.td_bytes && x.tt_ms < p.tt_ms, "{x:?} vs {p:?}");
+        assert!(
+            x.td_bytes < p.td_bytes && x.tt_ms < p.tt_ms,
+            "{x:?} vs {p:?}"
+        );
         // Compression halves the first pass.
         let half = Dynamics {
             first_pass: 0.5,
             resend: 0.5,
             throttle: None,
         };
-        let c = precopy_with(Some(1000.0), Some(0.0), None, Some(100.0), 300.0, Dirtying::Linear, &half)
-            .unwrap();
+        let c = precopy_with(
+            Some(1000.0),
+            Some(0.0),
+            None,
+            Some(100.0),
+            300.0,
+            Dirtying::Linear,
+            &half,
+        )
+        .unwrap();
         assert!((c.td_bytes / 1048576.0 - 500.0).abs() < 1.0, "{c:?}");
     }
 

@@ -200,7 +200,11 @@ fn compressed_share(entropy: Option<f64>) -> f64 {
 ///   uncompressed bytes, so there it is plain pre-copy;
 /// - every other pre-copy algorithm, `multifd` included (its channels share
 ///   `max-bandwidth`): plain.
-pub fn dynamics(fv: &FeatureVector, algorithm: Algorithm, qemu_major: Option<f64>) -> analytic::Dynamics {
+pub fn dynamics(
+    fv: &FeatureVector,
+    algorithm: Algorithm,
+    qemu_major: Option<f64>,
+) -> analytic::Dynamics {
     let plain = analytic::Dynamics::PLAIN;
     let compressed = || {
         let hot = compressed_share(fv.get(Feature::VmWse));
