@@ -10,7 +10,7 @@
 
 use crate::data::Row;
 use crate::inputs;
-use migsight_proto::{Feature, Metric};
+use migsight_proto::{Algorithm, Feature, Metric};
 use serde::{Deserialize, Serialize};
 
 /// The inputs whose training range is recorded and checked: the memory to
@@ -196,27 +196,44 @@ impl Domain {
     }
 }
 
-/// How much a metric's interval widens, in its transformed (log) space, per
-/// unit of ln(distance ratio) outside the training range; see [`widening`].
+/// How much `algorithm`'s interval for `metric` widens, in the transformed
+/// (log) space, per unit of ln(distance ratio) outside the training range;
+/// see [`widening`].
 ///
-/// Calibrated on held-out extrapolation splits of `data/` (`migsight eval
-/// --holdout 'VM_size>=…'`, `'VM_ptr>=…'`, `'VM_pdr>=…'`): the smallest
-/// slope that brought the held-out rows' 90 % intervals to at least 90 %
-/// coverage, rounded up (predictor/README.md, "Outside the training data").
-pub fn widening_slope(metric: Metric) -> f64 {
+/// Calibrated on held-out extrapolation splits of `data/lab.csv` (1,097
+/// rows, QEMU 7.2; `predictor/bench/extrapolation.sh` with `VM_size>=400`,
+/// `VM_ptr>=60`, `VM_ptr<20`, `VM_pdr>=10`): per algorithm the slope that
+/// brought its held-out rows' 90 % intervals to about 90 % coverage in the
+/// hardest split. The algorithms differ because their regimes do: a
+/// throttle that only engages at high dirty rates (auto-converge, 1.0),
+/// compression that turns CPU-bound as the link gets faster (compress 0.8
+/// for TT and 1.2 for TD), deltas (xbzrle, 0.25), against plain pre-copy
+/// (0.1) and post-copy (0.05), whose physics the baseline carries. The
+/// newer algorithms take their family's slope until their own splits are
+/// measured: multifd pre-copy's, multifd-zstd compress's,
+/// postcopy-preempt post-copy's, dirty-limit auto-converge's. Downtime
+/// (device state, switch-over timing) 1.0 everywhere; the other metrics 0.1.
+pub fn widening_slope(algorithm: Algorithm, metric: Metric) -> f64 {
     match metric {
-        Metric::TT | Metric::TD => 0.05,
-        Metric::DT => 0.25,
+        Metric::TT | Metric::TD => match algorithm {
+            Algorithm::AutoConverge | Algorithm::DirtyLimit => 1.0,
+            Algorithm::Compress | Algorithm::MultifdZstd if metric == Metric::TT => 0.8,
+            Algorithm::Compress | Algorithm::MultifdZstd => 1.2,
+            Algorithm::Xbzrle => 0.25,
+            Algorithm::Precopy | Algorithm::Multifd => 0.1,
+            Algorithm::Postcopy | Algorithm::PostcopyPreempt => 0.05,
+        },
+        Metric::DT => 1.0,
         _ => 0.1,
     }
 }
 
 /// The extra half-width, in `metric`'s transformed space, for a request
-/// `excess` outside the training range: the slope times the sum of the
-/// inputs' ln(ratio).
-pub fn widening(metric: Metric, excess: &[Excess]) -> f64 {
+/// `excess` outside `algorithm`'s training range: the slope times the sum
+/// of the inputs' ln(ratio).
+pub fn widening(algorithm: Algorithm, metric: Metric, excess: &[Excess]) -> f64 {
     let s: f64 = excess.iter().map(|e| e.ratio.ln()).sum();
-    widening_slope(metric) * s
+    widening_slope(algorithm, metric) * s
 }
 
 /// "VM_size 65,536 MiB is 77× the largest in training (846 MiB)".
@@ -258,7 +275,7 @@ pub fn describe(e: &Excess) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use migsight_proto::{Algorithm, FeatureVector};
+    use migsight_proto::FeatureVector;
 
     fn row(size: f64, bw: f64, pdr: f64) -> Row {
         let fv = FeatureVector::new()
@@ -302,10 +319,13 @@ mod tests {
             text.contains("VM_size 65536 MiB is 77.5× the largest VM in training (846 MiB)"),
             "{text}"
         );
+        let w = |x: &[f64]| widening(Algorithm::Precopy, Metric::TT, &d.excess(x));
+        assert!(w(&big.x) > w(&row(1000.0, 50.0, 5.0).x));
+        assert_eq!(widening(Algorithm::Precopy, Metric::TD, &[]), 0.0);
         assert!(
-            widening(Metric::TT, &e) > widening(Metric::TT, &d.excess(&row(1000.0, 50.0, 5.0).x))
+            widening(Algorithm::AutoConverge, Metric::TD, &e)
+                > widening(Algorithm::Postcopy, Metric::TD, &e)
         );
-        assert_eq!(widening(Metric::TD, &[]), 0.0);
         let slow = row(10.0, 1.0, 0.1);
         let e = d.excess(&slow.x);
         assert!(describe(&e[0]).contains("below the smallest"), "{e:?}");

@@ -324,12 +324,18 @@ impl MetricModel {
     /// [`MetricModel::predict_at`] with the interval widened for a row
     /// `excess` outside the training range.
     #[inline]
-    pub fn predict_wide(&self, x: &[f64], borderline: bool, excess: &[Excess]) -> MetricPrediction {
+    pub fn predict_wide(
+        &self,
+        x: &[f64],
+        borderline: bool,
+        algorithm: Algorithm,
+        excess: &[Excess],
+    ) -> MetricPrediction {
         let p = self.predict_at(x, borderline);
         if excess.is_empty() {
             return p;
         }
-        let w = crate::domain::widening(self.metric, excess);
+        let w = crate::domain::widening(algorithm, self.metric, excess);
         let res = self.residuals_for(borderline);
         let t = self.transform;
         let floor = if self.metric.strictly_positive() {
@@ -390,13 +396,14 @@ impl AlgorithmModel {
         let p_converge = self.p_converge(x);
         let borderline = crate::recommend::near_edge(p_converge);
         let excess = self.domain.excess(x);
-        let td = self.metrics[Metric::TD.index()].predict_wide(x, borderline, &excess);
+        let td =
+            self.metrics[Metric::TD.index()].predict_wide(x, borderline, self.algorithm, &excess);
         x[inputs::TD_TIME] = inputs::td_time(x, td.value);
         let metrics = std::array::from_fn(|m| {
             if m == Metric::TD.index() {
                 td
             } else {
-                self.metrics[m].predict_wide(x, borderline, &excess)
+                self.metrics[m].predict_wide(x, borderline, self.algorithm, &excess)
             }
         });
         (metrics, p_converge)
