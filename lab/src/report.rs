@@ -163,18 +163,24 @@ pub fn render(d: &Dataset) -> String {
     let _ = writeln!(out, "rows: {}", s.len());
     // One table per QEMU release: what it counts differs (multifd-zstd's
     // bytes on 7.2 vs 10.0) and each offers other algorithms.
-    let mut versions: BTreeMap<String, Vec<&Sample>> = BTreeMap::new();
+    // Keyed by (major, minor) so 7.2 comes before 10.0.
+    let mut versions: BTreeMap<(u32, u32), Vec<&Sample>> = BTreeMap::new();
     for x in s {
         let v = x
             .extra("qemu_version")
             .and_then(|v| {
                 let mut it = v.split('.');
-                Some(format!("{}.{}", it.next()?, it.next()?))
+                Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
             })
-            .unwrap_or_else(|| "unknown".into());
+            .unwrap_or((0, 0));
         versions.entry(v).or_default().push(x);
     }
-    for (version, rows) in &versions {
+    for (&(major, minor), rows) in &versions {
+        let version = if (major, minor) == (0, 0) {
+            "unknown".to_string()
+        } else {
+            format!("{major}.{minor}")
+        };
         let _ = writeln!(out, "\nQEMU {version}: {} rows", rows.len());
         let _ = writeln!(
             out,

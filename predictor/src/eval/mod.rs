@@ -98,9 +98,11 @@ pub fn release(r: &Row) -> String {
 /// The releases to score separately: every one present, when there are
 /// several (scores for `all` are always given).
 pub(crate) fn releases(data: &Data) -> Vec<String> {
-    let mut v: Vec<String> = data.rows.iter().map(release).collect();
+    let mut v: Vec<(Option<(u32, u32)>, String)> =
+        data.rows.iter().map(|r| (r.qemu, release(r))).collect();
     v.sort();
     v.dedup();
+    let v: Vec<String> = v.into_iter().map(|(_, s)| s).collect();
     if v.len() > 1 {
         v
     } else {
