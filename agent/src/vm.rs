@@ -132,18 +132,7 @@ fn read_pidfile(path: &Path, what: &str) -> Result<u32, AgentError> {
 
 /// The command line of `pid`, split at NULs.
 pub fn cmdline(pid: u32) -> Result<Vec<String>, AgentError> {
-    let p = format!("/proc/{pid}/cmdline");
-    let bytes = std::fs::read(&p).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            AgentError::VmNotFound(format!("no process with pid {pid}"))
-        }
-        _ => AgentError::io(format!("reading {p}"), e),
-    })?;
-    Ok(bytes
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect())
+    Ok(migsight_qemu::procfs::cmdline(pid)?)
 }
 
 fn looks_like_qemu(exe: &str) -> bool {

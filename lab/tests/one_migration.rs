@@ -97,11 +97,21 @@ fn one_precopy_migration_gives_a_consistent_row() {
     );
     assert!(perf > 0.3 && perf < 1.5, "performance ratio {perf}");
     assert_eq!(s.features.get(Feature::VmPtr), Some(60e6 / MIB));
+    // The workload asks for 500 pages/s; on a busy host its vCPU gets less
+    // and writes fewer. What it wrote is in its ops counter (one op, one
+    // page written): the profile must find that rate.
     let pdr = s.features.get(Feature::VmPdr).unwrap();
-    let known = 500.0 * 4096.0 / MIB;
+    let achieved = s
+        .extra_number("ops_before_per_s")
+        .expect("the ops counter was read");
+    assert!(
+        achieved > 50.0 && achieved < 600.0,
+        "{achieved} pages/s written"
+    );
+    let known = achieved * 4096.0 / MIB;
     assert!(
         (pdr - known).abs() / known < 0.5,
-        "dirty rate {pdr} MiB/s vs ~{known}"
+        "dirty rate {pdr} MiB/s vs ~{known} (the workload wrote {achieved:.0} pages/s)"
     );
     assert_eq!(
         s.extra("qemu_version")

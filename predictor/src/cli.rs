@@ -406,28 +406,33 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     if !model.decisions.is_empty() {
         outln!(
             out,
-            "\nrecommendation fallback per objective (out-of-fold loss: the model's pick alone -> with the rule, {} training groups):",
-            model.decisions[0].groups
+            "\nrecommendation fallback per QEMU release and objective (out-of-fold loss: the model's pick alone -> with the rule):"
         );
         for d in &model.decisions {
+            let unit = if d.objective == migsight_proto::wire::Objective::Cpu {
+                format!("{:.1} points of a core", d.margin)
+            } else {
+                format!("{:.1} %", d.margin * 100.0)
+            };
             let rule = if d.margin == 0.0 {
                 "none: the model's pick".to_string()
             } else if d.margin.is_finite() {
                 format!(
-                    "{} unless another is predicted better by more than {:.1} %",
+                    "{} unless another is predicted better by more than {unit}",
                     d.default.name(),
-                    d.margin * 100.0
                 )
             } else {
                 format!("{} whenever it is likely to meet the SLA", d.default.name())
             };
             outln!(
                 out,
-                "  {:<12} {:<66} {:.3} -> {:.3}",
+                "  QEMU {:<6} {:<12} {:<70} {:.3} -> {:.3} ({} groups)",
+                d.qemu,
                 d.objective.name(),
                 rule,
                 d.loss_model,
-                d.loss_rule
+                d.loss_rule,
+                d.groups
             );
         }
     }

@@ -133,6 +133,8 @@ pub fn best_index(values: &[Option<f64>], lower_better: bool) -> Option<usize> {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub group: String,
+    /// The QEMU release of the row (`major.minor`; empty when unknown).
+    pub release: String,
     pub algorithm: Algorithm,
     pub converged: bool,
     /// Labels, [`migsight_proto::Metric::index`] order.
@@ -192,11 +194,39 @@ pub fn prefer_default(
     (out, true)
 }
 
-/// Learns one rule per objective from `outcomes` (rows of every algorithm).
+/// Learns one rule per objective and QEMU release from `outcomes` (rows of
+/// every algorithm and release): each release's groups alone, because the
+/// algorithms they offer, and the best constant choice, differ.
 pub fn learn(outcomes: &[Outcome]) -> Vec<FallbackRule> {
+    let mut releases: Vec<&str> = outcomes.iter().map(|o| o.release.as_str()).collect();
+    releases.sort_unstable();
+    releases.dedup();
+    releases
+        .into_iter()
+        .flat_map(|r| {
+            let of: Vec<&Outcome> = outcomes.iter().filter(|o| o.release == r).collect();
+            learn_release(&of, r)
+        })
+        .collect()
+}
+
+/// The rule for `objective` among `rules` that fits a request on QEMU
+/// `release` (`major.minor`; `None`: not known, no rule).
+pub fn rule_for<'a>(
+    rules: &'a [FallbackRule],
+    objective: Objective,
+    release: Option<&str>,
+) -> Option<&'a FallbackRule> {
+    let release = release?;
+    rules
+        .iter()
+        .find(|d| d.objective == objective && d.qemu == release)
+}
+
+fn learn_release(outcomes: &[&Outcome], release: &str) -> Vec<FallbackRule> {
     let mut by_group: std::collections::BTreeMap<&str, Vec<&Outcome>> = Default::default();
     for o in outcomes {
-        by_group.entry(o.group.as_str()).or_default().push(o);
+        by_group.entry(o.group.as_str()).or_default().push(*o);
     }
     let groups: Vec<Vec<&Outcome>> = by_group.into_values().filter(|g| g.len() >= 2).collect();
     let mut out = Vec::new();
@@ -309,6 +339,7 @@ pub fn learn(outcomes: &[Outcome]) -> Vec<FallbackRule> {
         let helps = mean(&nested) < mean(&model);
         out.push(FallbackRule {
             objective,
+            qemu: release.to_string(),
             default: Algorithm::ALL[a],
             margin: if helps { margins[mi] } else { 0.0 },
             groups: n as u64,
@@ -330,6 +361,7 @@ mod tests {
         p[Metric::PERF.index()] = pred;
         Outcome {
             group: format!("g{group}"),
+            release: "7.2".into(),
             algorithm: a,
             converged: true,
             labels,

@@ -1094,6 +1094,7 @@ pub fn train_algorithm(
             }
             Outcome {
                 group: r.group.clone(),
+                release: crate::eval::release(r),
                 algorithm,
                 converged: r.converged,
                 labels: r.labels,
@@ -1316,8 +1317,12 @@ impl Model {
     }
 
     /// The recommendation's fallback rule for `objective`, if one was learned.
-    pub fn decision(&self, objective: migsight_proto::wire::Objective) -> Option<&FallbackRule> {
-        self.decisions.iter().find(|d| d.objective == objective)
+    pub fn decision(
+        &self,
+        objective: migsight_proto::wire::Objective,
+        release: Option<&str>,
+    ) -> Option<&FallbackRule> {
+        crate::decision::rule_for(&self.decisions, objective, release)
     }
 
     /// Writes the model atomically.
@@ -1615,12 +1620,18 @@ impl Model {
         let (prediction, zs) = self.predict_inner(&req.predict)?;
         let pc: Vec<f64> = prediction.algorithms.iter().map(|a| a.p_converge).collect();
         let p = Self::p_meets_sla(&req.sla, &pc, &zs);
+        let release = req
+            .predict
+            .qemu
+            .as_ref()
+            .and_then(|q| q.major_minor())
+            .map(|(a, b)| format!("{a}.{b}"));
         Ok(crate::recommend::rank(
             prediction,
             &p,
             req.sla,
             req.objective,
-            self.decision(req.objective),
+            self.decision(req.objective, release.as_deref()),
         ))
     }
 }
@@ -1741,13 +1752,14 @@ mod tests {
         let mut ruled = back.clone();
         let rule = FallbackRule {
             objective: Objective::Performance,
+            qemu: "7.2".into(),
             default: Algorithm::Postcopy,
             margin: 0.1,
             groups: 30,
             loss_model: 0.09,
             loss_rule: 0.07,
         };
-        ruled.decisions = vec![rule];
+        ruled.decisions = vec![rule.clone()];
         let info = ruled.info("m.msm");
         assert_eq!(info.fallback, vec![rule]);
         assert_eq!(info.rows, m.rows);

@@ -319,6 +319,7 @@ mod tests {
         // default precopy; within a 70 % margin precopy is kept, and says why.
         let rule = |margin: f64| FallbackRule {
             objective: Objective::Time,
+            qemu: "7.2".into(),
             default: Algorithm::Precopy,
             margin,
             groups: 50,

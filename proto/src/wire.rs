@@ -431,9 +431,15 @@ pub struct ModelInfo {
 /// A trained model's recommendation rule for one objective (learned by
 /// `migsight train`, see `predictor/src/decision.rs`): keep `default` unless
 /// the model predicts another algorithm better by more than `margin`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FallbackRule {
     pub objective: Objective,
+    /// The QEMU release the rule was learned on (`7.2`, `10.0`; empty: rows
+    /// that did not say). Releases offer other algorithms and behave
+    /// differently (multifd-zstd, the best constant choice for time and
+    /// data on QEMU 10, does not exist on 7.2 migsight's data), so each has
+    /// its own rules.
+    pub qemu: String,
     pub default: Algorithm,
     /// The model's pick replaces `default` only when predicted better by
     /// more than this share of the default's value (infinity: never, while
@@ -875,6 +881,7 @@ mod tests {
                 }],
                 fallback: vec![FallbackRule {
                     objective: Objective::Performance,
+                    qemu: "7.2".into(),
                     default: Algorithm::Postcopy,
                     margin: 0.1,
                     groups: 196,

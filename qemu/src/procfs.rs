@@ -55,6 +55,23 @@ pub fn read_proc(pid: u32, file: &str) -> Result<String, ProcError> {
     })
 }
 
+/// The command line of `pid`, split at NULs (empty arguments dropped).
+pub fn cmdline(pid: u32) -> Result<Vec<String>, ProcError> {
+    let p = proc_path(pid, "cmdline");
+    let bytes = std::fs::read(&p).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ProcError::NoProcess(pid),
+        _ => ProcError::Io {
+            path: p.display().to_string(),
+            source: e,
+        },
+    })?;
+    Ok(bytes
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect())
+}
+
 /// The fields of a `/proc/PID/stat` (or `/proc/PID/task/TID/stat`) line after
 /// the command name, so that `fields[0]` is field 3 (`state`) of proc(5).
 pub fn stat_fields(stat: &str) -> Option<(String, Vec<&str>)> {

@@ -249,9 +249,11 @@ pub fn run(data: &Data, opts: &EvalOptions) -> EvalReport {
         for &objective in &opts.objectives {
             let rules: Vec<Option<&FallbackRule>> = fold_of
                 .iter()
-                .map(|&f| {
+                .zip(&data.rows)
+                .map(|(&f, r)| {
+                    let release = release(r);
                     decision::for_request(
-                        decisions[f].iter().find(|d| d.objective == objective),
+                        decision::rule_for(&decisions[f], objective, Some(&release)),
                         &opts.sla,
                     )
                 })

@@ -406,6 +406,7 @@ mod tests {
         // turns the wrong pick (precopy, predicted 9 vs 12) into the right one.
         let rule = FallbackRule {
             objective: Objective::Time,
+            qemu: "7.2".into(),
             default: Algorithm::Compress,
             margin: 0.5,
             groups: 40,
