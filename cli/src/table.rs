@@ -86,7 +86,7 @@ pub fn recommendation_table(rec: &Recommendation) -> String {
         .prediction
         .algorithms
         .iter()
-        .filter(|a| migsight_predictor::recommend::near_edge(a.p_converge))
+        .filter(|a| migsight_predictor::ranking::near_edge(a.p_converge))
         .map(|a| a.algorithm.name())
         .collect();
     if !edge.is_empty() {
@@ -94,7 +94,7 @@ pub fn recommendation_table(rec: &Recommendation) -> String {
             s,
             "(P(converges) below {}: {}; their figures assume the migration converges, \
              and near the convergence edge it can take a few more rounds or many)",
-            migsight_predictor::recommend::LIKELY,
+            migsight_predictor::ranking::LIKELY,
             edge.join(", ")
         );
     }

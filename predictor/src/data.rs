@@ -59,6 +59,16 @@ pub struct Row {
     pub line: u64,
 }
 
+impl Row {
+    /// The row's QEMU release, `major.minor` (`unknown` when not recorded):
+    /// the key evaluation scores and fallback rules are kept per.
+    pub fn release(&self) -> String {
+        self.qemu
+            .map(|(a, b)| format!("{a}.{b}"))
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
+
 /// All rows of one or more files.
 #[derive(Debug, Clone, Default)]
 pub struct Data {

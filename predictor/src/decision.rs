@@ -21,7 +21,7 @@
 //! chosen on 4/5 of the groups, scored on the other fifth, in turn; else
 //! the margin is 0 and the ranking is the model's.
 
-use crate::recommend::{self, Candidate};
+use crate::ranking::{self, Candidate};
 use migsight_proto::wire::{FallbackRule, Objective, Sla};
 use migsight_proto::{Algorithm, Metric};
 
@@ -166,7 +166,7 @@ fn advantage(c: &Candidate, d: &Candidate, objective: Objective) -> f64 {
 }
 
 /// Applies a rule to a ranking (`ranked`, best first, from
-/// [`recommend::order`]): the default moves to the front when it and the
+/// [`ranking::order`]): the default moves to the front when it and the
 /// top pick are both in the first tier and the top pick's predicted
 /// advantage is at most `margin`. Returns the new order and whether the
 /// rule changed the pick.
@@ -182,8 +182,8 @@ pub fn prefer_default(
         return (out, false);
     };
     if top == d
-        || recommend::tier(&cands[top]) != 0
-        || recommend::tier(&cands[d]) != 0
+        || ranking::tier(&cands[top]) != 0
+        || ranking::tier(&cands[d]) != 0
         || cands[d].p < cands[top].p - P_SLACK
         || advantage(&cands[top], &cands[d], objective) > margin
     {
@@ -279,7 +279,7 @@ fn learn_release(outcomes: &[&Outcome], release: &str) -> Vec<FallbackRule> {
                             value: o.pred[m],
                         })
                         .collect();
-                    let ranked = recommend::order(&cands, lower_better);
+                    let ranked = ranking::order(&cands, lower_better);
                     let d = default.and_then(|a| g.iter().position(|o| o.algorithm == a));
                     let (ranked, _) = prefer_default(&ranked, &cands, d, margin, objective);
                     loss[ranked[0]]
@@ -440,7 +440,7 @@ mod tests {
             value,
         };
         let cands = [c(0.99, 0.97), c(0.99, 0.95)];
-        let ranked = recommend::order(&cands, false);
+        let ranked = ranking::order(&cands, false);
         assert_eq!(ranked[0], 0);
         // 0.97 vs 0.95 is a 2.1 % advantage.
         assert_eq!(
@@ -453,7 +453,7 @@ mod tests {
         );
         // A default unlikely to converge is never forced.
         let cands = [c(0.99, 0.97), c(0.5, 0.95)];
-        let ranked = recommend::order(&cands, false);
+        let ranked = ranking::order(&cands, false);
         assert_eq!(
             prefer_default(
                 &ranked,

@@ -84,13 +84,6 @@ pub fn joint_point(x: &[f64]) -> Option<[f32; 3]> {
     })
 }
 
-/// `major.minor` of a row's release.
-fn release_of(r: &Row) -> String {
-    r.qemu
-        .map(|(a, b)| format!("{a}.{b}"))
-        .unwrap_or_else(|| "unknown".into())
-}
-
 impl Domain {
     /// What `rows` cover.
     pub fn of(rows: &[&Row]) -> Domain {
@@ -111,7 +104,7 @@ impl Domain {
             .collect();
         let mut platforms: Vec<Platform> = Vec::new();
         for r in rows {
-            let release = release_of(r);
+            let release = r.release();
             let accel = r.accel.clone().unwrap_or_else(|| "unknown".into());
             match platforms
                 .iter_mut()

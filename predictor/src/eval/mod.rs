@@ -67,7 +67,7 @@ pub struct EvalReport {
     pub recommendation: Vec<RecQuality>,
     pub convergence: Vec<ConvergeQuality>,
     /// Interval coverage of TT/DT/TD split by the row's out-of-fold
-    /// P(converges) (below [`crate::recommend::LIKELY`] or not), over all
+    /// P(converges) (below [`crate::ranking::LIKELY`] or not), over all
     /// algorithms: a pooled 90 % can hide a stratum far below it.
     pub coverage_by_stratum: Vec<StratumCoverage>,
     /// Seconds spent training, per model family (all folds).
@@ -88,18 +88,11 @@ pub(crate) struct Oof {
     pub p_constant: f64,
 }
 
-/// The QEMU release of a row, `major.minor` (`unknown` when not recorded).
-pub fn release(r: &Row) -> String {
-    r.qemu
-        .map(|(a, b)| format!("{a}.{b}"))
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// The releases to score separately: every one present, when there are
 /// several (scores for `all` are always given).
 pub(crate) fn releases(data: &Data) -> Vec<String> {
     let mut v: Vec<(Option<(u32, u32)>, String)> =
-        data.rows.iter().map(|r| (r.qemu, release(r))).collect();
+        data.rows.iter().map(|r| (r.qemu, r.release())).collect();
     v.sort();
     v.dedup();
     let v: Vec<String> = v.into_iter().map(|(_, s)| s).collect();
@@ -146,7 +139,7 @@ pub fn folds_csv(data: &Data, folds: &[usize]) -> String {
             s,
             "{i},{},{},{},{},{}",
             r.algorithm.name(),
-            release(r),
+            r.release(),
             folds[i],
             quoted(&r.group),
             r.converged as u8
@@ -251,7 +244,7 @@ pub fn run(data: &Data, opts: &EvalOptions) -> EvalReport {
                 .iter()
                 .zip(&data.rows)
                 .map(|(&f, r)| {
-                    let release = release(r);
+                    let release = r.release();
                     decision::for_request(
                         decision::rule_for(&decisions[f], objective, Some(&release)),
                         &opts.sla,
@@ -311,7 +304,7 @@ fn predict_fold(
                 metrics[metric.index()].z,
                 limit,
                 upper,
-                crate::recommend::near_edge(p_converge),
+                crate::ranking::near_edge(p_converge),
             );
         }
         out.push((
@@ -344,7 +337,7 @@ pub fn predictions_csv(data: &Data, report: &EvalReport) -> String {
                     s,
                     "{model},{i},{},{},{},{},{},{},{},{},{},{}",
                     r.algorithm.name(),
-                    release(r),
+                    r.release(),
                     quoted(&r.group),
                     r.converged as u8,
                     m.name(),

@@ -3,10 +3,10 @@
 //! regret, how often it missed the SLA, and the same for every fixed
 //! choice — the baselines a recommender has to beat.
 
-use super::{release, releases, Oof};
+use super::{releases, Oof};
 use crate::data::{Data, Row};
 use crate::decision;
-use crate::recommend;
+use crate::ranking;
 use migsight_proto::wire::{FallbackRule, Objective, Sla};
 use migsight_proto::{Algorithm, Metric};
 use serde::Serialize;
@@ -136,7 +136,7 @@ fn rec_quality(
     let (metric, lower_better) = objective.metric();
     let mut by_group: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
     for (i, r) in data.rows.iter().enumerate() {
-        if r.has_group && (scope == "all" || release(r) == scope) {
+        if r.has_group && (scope == "all" || r.release() == scope) {
             by_group.entry(r.group.as_str()).or_default().push(i);
         }
     }
@@ -179,12 +179,12 @@ fn rec_quality(
             continue;
         };
         groups += 1;
-        let cands: Vec<recommend::Candidate> = rows
+        let cands: Vec<ranking::Candidate> = rows
             .iter()
             .map(|&i| {
                 let o = oof[i].unwrap();
-                recommend::Candidate {
-                    point_meets: recommend::point_meets(sla, |m| o.metrics[m.index()].value),
+                ranking::Candidate {
+                    point_meets: ranking::point_meets(sla, |m| o.metrics[m.index()].value),
                     p: o.p_meets,
                     value: o.metrics[metric.index()].value,
                 }
@@ -196,7 +196,7 @@ fn rec_quality(
                 .position(|&i| data.rows[i].algorithm == d.default)
         });
         let (ranked, fell_back) = decision::prefer_default(
-            &recommend::order(&cands, lower_better),
+            &ranking::order(&cands, lower_better),
             &cands,
             default,
             rule.map_or(0.0, |d| d.margin),

@@ -2,7 +2,7 @@
 //! algorithm × metric, P(converges) against the constant rate, and interval
 //! coverage per P(converges) stratum.
 
-use super::{release, releases, Oof};
+use super::{releases, Oof};
 use crate::data::Data;
 use crate::score::{self, Stats};
 use migsight_proto::{Algorithm, Metric};
@@ -37,7 +37,7 @@ pub struct ConvergeQuality {
 pub struct StratumCoverage {
     pub model: String,
     pub metric: Metric,
-    /// P(converges) below [`crate::recommend::LIKELY`].
+    /// P(converges) below [`crate::ranking::LIKELY`].
     pub borderline: bool,
     pub n: usize,
     pub coverage: f64,
@@ -57,7 +57,7 @@ pub fn scores(data: &Data, oof: &[Option<Oof>], model: &str) -> Vec<ScoreRow> {
                 let mut truth = Vec::new();
                 let mut iv = Vec::new();
                 for (i, r) in data.rows.iter().enumerate() {
-                    if r.algorithm != a || !r.converged || (scope != "all" && release(r) != *scope)
+                    if r.algorithm != a || !r.converged || (scope != "all" && r.release() != *scope)
                     {
                         continue;
                     }
@@ -129,7 +129,7 @@ pub fn coverage_by_stratum(data: &Data, oof: &[Option<Oof>], model: &str) -> Vec
                 ) else {
                     continue;
                 };
-                if crate::recommend::near_edge(o.p_converge) != borderline {
+                if crate::ranking::near_edge(o.p_converge) != borderline {
                     continue;
                 }
                 let p = o.metrics[m.index()];

@@ -7,9 +7,9 @@
 //! pooled effect is reported as a percentage change of the metric relative to
 //! the model's baseline (log-space contributions, so `e^c − 1`).
 
+use super::metric::{AlgorithmModel, MetricStatus};
 use crate::family::Regressor;
 use crate::inputs::{self, INPUT_COUNT};
-use crate::model::{AlgorithmModel, MetricStatus, Model};
 use migsight_proto::{Feature, FeatureVector, Metric};
 
 const GROUPS: usize = 10;
@@ -150,7 +150,7 @@ fn linear_contributions(l: &crate::linear::Linear, x: &[f64], c: &mut [f64]) {
 }
 
 /// Sentences for one algorithm, most important first.
-pub fn explain(model: &Model, am: &AlgorithmModel, x: &[f64], fv: &FeatureVector) -> Vec<String> {
+pub fn explain(am: &AlgorithmModel, x: &[f64], fv: &FeatureVector) -> Vec<String> {
     let mut out = Vec::new();
     for (metric, top) in [(Metric::TT, 2usize), (Metric::DT, 1)] {
         let mm = &am.metrics[metric.index()];
@@ -188,7 +188,6 @@ pub fn explain(model: &Model, am: &AlgorithmModel, x: &[f64], fv: &FeatureVector
             }
         }
     }
-    let _ = model;
     for mm in &am.metrics {
         if mm.status != MetricStatus::Fitted {
             if let Some(n) = &mm.note {
