@@ -378,10 +378,10 @@ impl GroupCtx<'_> {
             workload: self.workload.mode.name().into(),
             workload_params: self.workload.describe(),
             seed: Some(self.cfg.seed),
-            kernel_sha256: self.image.sha256_of("vmlinuz").unwrap_or_default(),
+            kernel_sha256: self.image.manifest_digest("vmlinuz").unwrap_or_default(),
             initrd_sha256: self
                 .image
-                .sha256_of("initramfs.cpio.gz")
+                .manifest_digest("initramfs.cpio.gz")
                 .unwrap_or_default(),
             // The configured window, as the lab has always recorded it.
             window_ms: Some(self.cfg.window.as_millis() as u64),
