@@ -5,8 +5,9 @@
 mod common;
 
 use common::*;
-use migsight_agent::cli::{bind, serve, AgentArgs};
+use migsight_agent::cli::{serve, AgentArgs};
 use migsight_proto::frame;
+use migsight_proto::socket::{bind, SocketAccess};
 use migsight_proto::wire::{
     AfterProfile, Client, ClientError, ErrorKind, ProfileRequest, Request, RequestBody, Response,
     VmRef,
@@ -59,7 +60,7 @@ fn daemon_over_a_real_socket() {
         .enable_all()
         .build()
         .unwrap();
-    let listener = bind(&socket).unwrap();
+    let listener = bind(&socket, &SocketAccess::owner_only()).unwrap();
     // Socket 0600, its new directory 0750.
     assert_eq!(
         std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
@@ -74,7 +75,7 @@ fn daemon_over_a_real_socket() {
         0o750
     );
     // A second agent on the same socket is refused.
-    assert!(bind(&socket).is_err());
+    assert!(bind(&socket, &SocketAccess::owner_only()).is_err());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(serve(listener, args, async {
