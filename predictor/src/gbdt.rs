@@ -8,7 +8,7 @@
 //! convergence classifier (Newton leaves). See `predictor/README.md` for why
 //! migsight carries its own trees.
 
-use crate::rng::Rng;
+use migsight_proto::rng::Rng;
 use serde::{Deserialize, Serialize};
 
 /// Training loss.

@@ -25,7 +25,6 @@ pub mod linear;
 pub mod model;
 pub mod prep;
 pub mod recommend;
-pub mod rng;
 pub mod score;
 pub mod server;
 pub mod sha256;

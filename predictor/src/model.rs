@@ -7,9 +7,9 @@ use crate::domain::{Domain, Excess};
 use crate::family::{median_of, FamilyKind, FitInput, Regressor, Transform};
 use crate::gbdt::{Base, Gbdt, GbdtParams};
 use crate::inputs::{self, InputSpec, INPUT_COUNT};
-use crate::rng::Rng;
 use crate::score::{self, Stats};
 use crate::sha256;
+use migsight_proto::rng::Rng;
 use migsight_proto::wire::{
     AlgorithmPrediction, AlgorithmSupport, CvScore, ErrorKind, ErrorReply, FallbackRule, Interval,
     ModelInfo, PredictRequest, Prediction, RecommendRequest, Recommendation,

@@ -380,7 +380,7 @@ mod tests {
         let p = dir.path().join("m.msm");
         Model::train(&data, &o).save(&p).unwrap();
         let state = State::load(&p).unwrap();
-        let mut rng = crate::rng::Rng::new(5);
+        let mut rng = migsight_proto::rng::Rng::new(5);
         for len in 0..300 {
             let bytes: Vec<u8> = (0..len % 64).map(|_| rng.next_u64() as u8).collect();
             let mut b = bytes.clone();
