@@ -345,33 +345,14 @@ fn real_guest_part(rt: &tokio::runtime::Runtime, socket: &Path, predictor: &Path
     drop(g);
 }
 
-/// Not a test by itself: the daemon process of
-/// `sigterm_stops_the_daemon_and_removes_the_socket` (does nothing unless
-/// that test spawns this binary with MIGSIGHT_TEST_AGENT_SOCKET set).
-#[test]
-fn daemon_child_process() {
-    if let Ok(sock) = std::env::var("MIGSIGHT_TEST_AGENT_SOCKET") {
-        migsight_agent::cli::run(AgentArgs {
-            socket: sock.into(),
-            predictor: "/nonexistent/predictor.sock".into(),
-            ..Default::default()
-        })
-        .unwrap();
-    }
-}
-
 #[test]
 fn sigterm_stops_the_daemon_and_removes_the_socket() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "daemon_child_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("MIGSIGHT_TEST_AGENT_SOCKET", &socket)
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_migsight-agent-daemon"))
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--predictor", "/nonexistent/predictor.sock"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
