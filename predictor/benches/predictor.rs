@@ -21,8 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    migsight_proto::stats::median(v).unwrap_or(f64::NAN)
 }
 
 fn pct(v: &mut [f64], q: f64) -> f64 {

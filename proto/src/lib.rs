@@ -20,6 +20,7 @@ pub mod record;
 pub mod rng;
 pub mod serve;
 pub mod socket;
+pub mod stats;
 pub mod units;
 pub mod wire;
 pub mod workload;
