@@ -18,6 +18,7 @@ mod common;
 use common::*;
 use migsight_agent::procfs::{process_cpu_seconds, thread_cpu_seconds};
 use migsight_agent::{profile, ProfileConfig, VmTarget};
+use migsight_opspage::{OFF_DISTINCT_LAST_SEC, OFF_OPS};
 use migsight_proto::Feature;
 use migsight_qemu::qmp::Qmp;
 use serde_json::json;

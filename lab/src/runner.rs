@@ -374,7 +374,7 @@ impl GroupCtx<'_> {
             qemu_version,
             accel: self.cfg.accel.name().into(),
             guest_mem_mib: Some(self.mem_mib),
-            workload_type: Some(self.workload.mode.workload_type().code()),
+            workload_type: Some(self.workload.mode.workload_type() as u8),
             workload: self.workload.mode.name().into(),
             workload_params: self.workload.describe(),
             seed: Some(self.cfg.seed),

@@ -7,45 +7,11 @@
 //! without any guest I/O.
 
 use migsight_proto::rng::Rng;
-use migsight_proto::WorkloadType;
 
-/// Which program runs in the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Idle,
-    Synthetic,
-    Redis,
-    Memcached,
-    Sqlite,
-    Gzip,
-    Xz,
-}
-
-impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Idle => "idle",
-            Mode::Synthetic => "synthetic",
-            Mode::Redis => "redis",
-            Mode::Memcached => "memcached",
-            Mode::Sqlite => "sqlite",
-            Mode::Gzip => "gzip",
-            Mode::Xz => "xz",
-        }
-    }
-
-    /// The CSAP `workload_type` code.
-    pub fn workload_type(self) -> WorkloadType {
-        match self {
-            Mode::Idle => WorkloadType::Idle,
-            Mode::Synthetic => WorkloadType::Synthetic,
-            Mode::Redis => WorkloadType::Redis,
-            Mode::Memcached => WorkloadType::Memcached,
-            Mode::Sqlite => WorkloadType::Sqlite,
-            Mode::Gzip | Mode::Xz => WorkloadType::Bzip,
-        }
-    }
-}
+/// Which program runs in the guest: the guest workload's own modes
+/// (`migsight_opspage`), so the names the lab writes on the kernel command
+/// line are the ones the workload parses.
+pub use migsight_opspage::Mode;
 
 /// One workload configuration: `KEY=value` pairs for the kernel command line.
 #[derive(Debug, Clone, PartialEq)]
@@ -311,6 +277,27 @@ mod tests {
         ] {
             let all: String = (0..300).map(|g| group_draw(&ranges, 42, g)).collect();
             assert_eq!(fnv(&all), want, "{ranges:?}");
+        }
+    }
+
+    /// The workload writes `Mode::workload_type` codes into its page; the
+    /// lab records them in the CSAP column: they must be proto's codes.
+    #[test]
+    fn workload_type_codes_are_protos() {
+        use migsight_proto::WorkloadType;
+        for (mode, want) in [
+            (Mode::Idle, WorkloadType::Idle),
+            (Mode::Synthetic, WorkloadType::Synthetic),
+            (Mode::Redis, WorkloadType::Redis),
+            (Mode::Memcached, WorkloadType::Memcached),
+            (Mode::Sqlite, WorkloadType::Sqlite),
+            (Mode::Gzip, WorkloadType::Bzip),
+            (Mode::Xz, WorkloadType::Bzip),
+        ] {
+            assert_eq!(
+                WorkloadType::from_code(mode.workload_type() as u8),
+                Some(want)
+            );
         }
     }
 }

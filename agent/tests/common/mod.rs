@@ -7,16 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const PAGE: usize = 4096;
-// Ops page layout (lab/workload/README.md).
-pub const OFF_OPS: usize = 0x018;
-pub const OFF_READY: usize = 0x038;
-pub const OFF_RATE: usize = 0x050;
-pub const OFF_DISTINCT_LAST_SEC: usize = 0x128;
-pub const OFF_WS_PAGES: usize = 0x138;
-const MAGIC: [u8; 16] = [
-    0x6d, 0x69, 0x67, 0x73, 0x69, 0x67, 0x68, 0x74, 0x2d, 0x6f, 0x70, 0x73, 0xa7, 0x3c, 0x5e, 0x01,
-];
+use migsight_opspage::{OFF_READY, PAGE};
 
 /// `Some(path)` of qemu-system-x86_64, or `None` after a loud skip notice
 /// (a failure under `scripts/test.sh`: `migsight_qemu::process::skip_or_fail`).
@@ -213,7 +204,7 @@ impl OpsPage {
                 let n = (buf.len() as u64).min(mem.size_bytes() - off) as usize;
                 mem.read(off, &mut buf[..n]).expect("read guest RAM");
                 for (k, pg) in buf[..n].chunks_exact(PAGE).enumerate() {
-                    if pg[..16] == MAGIC {
+                    if migsight_opspage::has_magic(pg) {
                         found = Some(off + (k * PAGE) as u64);
                         break;
                     }
