@@ -41,7 +41,7 @@ fn finish(mut child: Child, limit: Duration, what: &str) -> (Output, Duration) {
     }
 }
 
-fn spawn(args: &[&str]) -> Child {
+fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Child {
     Command::new(BIN)
         .args(args)
         .stdin(Stdio::null())
@@ -51,31 +51,16 @@ fn spawn(args: &[&str]) -> Child {
         .unwrap()
 }
 
-fn predict_args<'a>(socket: &'a Path, features: &'a Path, timeout: &'a str) -> Vec<&'a str> {
-    vec![
-        "predict",
-        "--socket",
-        socket.to_str().unwrap(),
-        "--features",
-        features.to_str().unwrap(),
-        "--bandwidth",
-        "1Gbit",
-        "--timeout",
-        timeout,
-    ]
-}
-
 #[test]
 fn the_predictor_stopped_or_killed_mid_request_is_an_error_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model.msm");
     small_model(&model, 5);
-    let features = repo().join("examples/features.json");
 
     // Killed while the request waits for its answer.
     let mut predictor = Daemon::predictor(dir.path(), &model, &[]);
     signal(predictor.pid(), libc::SIGSTOP);
-    let client = spawn(&predict_args(&predictor.socket, &features, "60s"));
+    let client = spawn(&predict_args(&predictor.socket, &["--timeout", "60s"]));
     std::thread::sleep(Duration::from_millis(700));
     signal(predictor.pid(), libc::SIGKILL);
     let _ = predictor.child.wait();
@@ -97,7 +82,7 @@ fn the_predictor_stopped_or_killed_mid_request_is_an_error_not_a_hang() {
     std::fs::remove_file(dir.path().join("predictor.sock")).ok();
     let predictor = Daemon::predictor(dir.path(), &model, &[]);
     signal(predictor.pid(), libc::SIGSTOP);
-    let client = spawn(&predict_args(&predictor.socket, &features, "1s"));
+    let client = spawn(&predict_args(&predictor.socket, &["--timeout", "1s"]));
     let (out, took) = finish(client, Duration::from_secs(20), "predict --timeout 1s");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
