@@ -18,93 +18,29 @@
 //! first records a tiny real dataset with `migsight lab --quick`.
 //! `MIGSIGHT_E2E_ACCEL=kvm` uses KVM.
 
+mod support;
+
 use migsight_agent::ops_page::OpsPage;
 use migsight_proto::{Algorithm, Metric};
 use migsight_qemu::image::{self as guest, GuestImage};
 use migsight_qemu::process::{Accel, Qemu, VmSpec};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{repo, Daemon, BIN};
 
-const BIN: &str = env!("CARGO_BIN_EXE_migsight");
 const BANDWIDTH: &str = "100MB/s";
 const WINDOW: &str = "3s";
 /// The demo's small synthetic workload (`lab/workload/README.md`).
 const DEMO_WORKLOAD: &str = "console=ttyS0 panic=-1 quiet mitigations=off MODE=synthetic WS_MB=16 RATE=500 BYTES=512 ENTROPY=4 COLD_MB=32 COLD_ENTROPY=6 SEED=1";
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// A daemon child process, killed and reaped on drop.
-struct Daemon {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(name: &'static str, args: &[&str], socket: &Path, dir: &Path) -> Daemon {
-        let log = dir.join(format!("{name}.log"));
-        let f = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BIN)
-            .args(args)
-            .env("MIGSIGHT_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting migsight {name}: {e}"));
-        let mut d = Daemon { name, child, log };
-        let t0 = Instant::now();
-        while !socket.exists() {
-            if let Ok(Some(st)) = d.child.try_wait() {
-                panic!(
-                    "migsight {name} exited ({st}) before listening: {}",
-                    d.log_text()
-                );
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "migsight {name} did not create {}",
-                socket.display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-    fn assert_alive(&mut self) {
-        if let Ok(Some(st)) = self.child.try_wait() {
-            panic!("migsight {} died ({st}): {}", self.name, self.log_text());
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- migsight {} log ----\n{}", self.name, self.log_text());
-        }
-    }
-}
-
+/// `migsight ARGS`, shown with its stderr as it goes; (success, stdout, stderr).
 fn run(args: &[&str]) -> (bool, String, String) {
     eprintln!("$ migsight {}", args.join(" "));
-    let out = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let (ok, stdout, stderr, _) = support::run(args);
     eprintln!("{stderr}");
-    (out.status.success(), stdout, stderr)
+    (ok, stdout, stderr)
 }
 
 fn rows(path: &Path) -> usize {
@@ -716,13 +652,20 @@ fn plan_and_migrate_a_real_guest_through_the_real_daemons() {
     let asock = dir.join("agent.sock");
     let predictor = Daemon::start(
         "predictor",
-        &["predictor", "--model", &s(&model), "--socket", &s(&psock)],
+        &["--model".into(), s(&model), "--socket".into(), s(&psock)],
         &psock,
         &dir,
     );
+    // The agent asks QEMU for its own dirty-rate measurement here (what
+    // `Daemon::agent` turns off for the reliability tests).
     let agent = Daemon::start(
         "agent",
-        &["agent", "--socket", &s(&asock), "--predictor", &s(&psock)],
+        &[
+            "--socket".into(),
+            s(&asock),
+            "--predictor".into(),
+            s(&psock),
+        ],
         &asock,
         &dir,
     );

@@ -4,12 +4,15 @@
 //! plan`). Each must end with a clear error, promptly, and the daemons that
 //! were not killed must stay up.
 //!
-//! The QEMU part needs `qemu-system-x86_64` (a firmware-only guest: no
-//! image); without it that part is SKIPPED loudly.
+//! The QEMU part boots idle guests of the lab's image through
+//! `migsight_qemu::process` (the lab's own way of starting QEMU); without
+//! QEMU it is skipped loudly by hand and fails under `scripts/test.sh`.
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use migsight_qemu::image::GuestImage;
+use migsight_qemu::process::{self, skip_or_fail, Accel, Qemu, VmSpec};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
@@ -38,7 +41,7 @@ fn finish(mut child: Child, limit: Duration, what: &str) -> (Output, Duration) {
     }
 }
 
-fn spawn(args: &[&str]) -> Child {
+fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Child {
     Command::new(BIN)
         .args(args)
         .stdin(Stdio::null())
@@ -48,31 +51,16 @@ fn spawn(args: &[&str]) -> Child {
         .unwrap()
 }
 
-fn predict_args<'a>(socket: &'a Path, features: &'a Path, timeout: &'a str) -> Vec<&'a str> {
-    vec![
-        "predict",
-        "--socket",
-        socket.to_str().unwrap(),
-        "--features",
-        features.to_str().unwrap(),
-        "--bandwidth",
-        "1Gbit",
-        "--timeout",
-        timeout,
-    ]
-}
-
 #[test]
 fn the_predictor_stopped_or_killed_mid_request_is_an_error_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model.msm");
     small_model(&model, 5);
-    let features = repo().join("examples/features.json");
 
     // Killed while the request waits for its answer.
     let mut predictor = Daemon::predictor(dir.path(), &model, &[]);
     signal(predictor.pid(), libc::SIGSTOP);
-    let client = spawn(&predict_args(&predictor.socket, &features, "60s"));
+    let client = spawn(&predict_args(&predictor.socket, &["--timeout", "60s"]));
     std::thread::sleep(Duration::from_millis(700));
     signal(predictor.pid(), libc::SIGKILL);
     let _ = predictor.child.wait();
@@ -94,7 +82,7 @@ fn the_predictor_stopped_or_killed_mid_request_is_an_error_not_a_hang() {
     std::fs::remove_file(dir.path().join("predictor.sock")).ok();
     let predictor = Daemon::predictor(dir.path(), &model, &[]);
     signal(predictor.pid(), libc::SIGSTOP);
-    let client = spawn(&predict_args(&predictor.socket, &features, "1s"));
+    let client = spawn(&predict_args(&predictor.socket, &["--timeout", "1s"]));
     let (out, took) = finish(client, Duration::from_secs(20), "predict --timeout 1s");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -107,66 +95,21 @@ fn the_predictor_stopped_or_killed_mid_request_is_an_error_not_a_hang() {
     signal(predictor.pid(), libc::SIGKILL);
 }
 
-/// A firmware-only QEMU (no guest image) with a QMP socket, killed on drop.
-struct Qemu {
-    child: Child,
-    qmp: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Qemu {
-    fn boot(name: &str) -> Qemu {
-        let dir = tempfile::tempdir().unwrap();
-        let qmp = dir.path().join("qmp.sock");
-        let child = Command::new("qemu-system-x86_64")
-            .args(["-name", name, "-nodefaults", "-no-user-config"])
-            .args(["-display", "none", "-serial", "null"])
-            .args(["-smp", "1", "-m", "256M", "-accel", "tcg", "-M", "pc"])
-            .arg("-qmp")
-            .arg(format!("unix:{},server=on,wait=off", qmp.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start qemu-system-x86_64");
-        let t0 = Instant::now();
-        while !qmp.exists() {
-            assert!(t0.elapsed() < Duration::from_secs(20), "QMP never appeared");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Qemu {
-            child,
-            qmp,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn have_qemu() -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("qemu-system-x86_64").is_file()))
-}
-
-/// The QEMU tests of the workspace take this lock (`agent/tests/common`):
-/// two TCG guests at once distort each other.
-fn qemu_lock() -> std::fs::File {
-    let dir = std::env::var_os("MIGSIGHT_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/migsight")
-        });
-    std::fs::create_dir_all(&dir).unwrap();
-    let f = std::fs::File::create(dir.join("qemu-tests.lock")).unwrap();
-    f.lock().unwrap();
-    f
+/// An idle guest of the lab's image, killed (and its run directory removed)
+/// on drop; the agent is pointed at its second QMP socket.
+fn boot(name: &str, runs: &Path) -> Qemu {
+    let image = GuestImage::ensure().expect("the guest image (lab/guest/build-image.sh)");
+    let spec = VmSpec {
+        name: name.into(),
+        mem_mib: 256,
+        accel: Accel::Tcg,
+        kernel: image.kernel,
+        initrd: image.initrd,
+        append: "console=ttyS0 panic=-1 quiet mitigations=off MODE=idle".into(),
+        incoming: false,
+        qemu: None,
+    };
+    Qemu::start(spec, runs).expect("starting QEMU")
 }
 
 fn plan_args<'a>(vm: &'a str, agent: &'a Path, window: &'a str) -> Vec<&'a str> {
@@ -192,22 +135,21 @@ fn assert_agent_answers(agent: &mut Daemon) {
 
 #[test]
 fn qemu_killed_while_profiled_and_the_predictor_killed_behind_the_agent() {
-    if !have_qemu() {
-        eprintln!(
-            "\n!!! SKIPPED: qemu-system-x86_64 is not installed; the QEMU faults were NOT tested\n"
-        );
+    if let Err(e) = process::binary_version() {
+        skip_or_fail(&format!("the QEMU faults need QEMU ({e}; scripts/deps.sh)"));
         return;
     }
-    let _lock = qemu_lock();
+    let _lock = process::test_lock().expect("the QEMU-test lock");
     let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
     let model = dir.path().join("model.msm");
     small_model(&model, 6);
     let mut predictor = Daemon::predictor(dir.path(), &model, &[]);
     let mut agent = Daemon::agent(dir.path(), &predictor.socket, &[]);
 
     // QEMU killed 2.5 s into a 10 s profile.
-    let vm = Qemu::boot("msfault-kill");
-    let vm_ref = format!("qmp:{}", vm.qmp.display());
+    let vm = boot("msfault-kill", &runs);
+    let vm_ref = format!("qmp:{}", vm.agent_qmp_path.display());
     let plan = spawn(&plan_args(&vm_ref, &agent.socket, "10s"));
     std::thread::sleep(Duration::from_millis(2500));
     drop(vm); // SIGKILL
@@ -229,8 +171,8 @@ fn qemu_killed_while_profiled_and_the_predictor_killed_behind_the_agent() {
     // The predictor stopped, then killed, while the agent waits for its
     // answer after a 2 s profile: the agent replies PredictorUnavailable
     // with the profiled features, and stays up.
-    let vm = Qemu::boot("msfault-predictor");
-    let vm_ref = format!("qmp:{}", vm.qmp.display());
+    let vm = boot("msfault-predictor", &runs);
+    let vm_ref = format!("qmp:{}", vm.agent_qmp_path.display());
     signal(predictor.pid(), libc::SIGSTOP);
     let plan = spawn(&plan_args(&vm_ref, &agent.socket, "2s"));
     std::thread::sleep(Duration::from_millis(5000));

@@ -18,6 +18,7 @@ mod common;
 use common::*;
 use migsight_agent::procfs::{process_cpu_seconds, thread_cpu_seconds};
 use migsight_agent::{profile, ProfileConfig, VmTarget};
+use migsight_opspage::{OFF_DISTINCT_LAST_SEC, OFF_OPS};
 use migsight_proto::Feature;
 use migsight_qemu::qmp::Qmp;
 use serde_json::json;
@@ -27,16 +28,7 @@ use std::time::{Duration, Instant};
 const MIB: f64 = 1_048_576.0;
 
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    migsight_proto::stats::median(&mut v).unwrap_or(f64::NAN)
 }
 
 struct Window {

@@ -2,6 +2,7 @@
 use migsight_agent::guest_memory::{GuestMemory, PAGE};
 use migsight_agent::procfs::thread_cpu_seconds;
 use migsight_agent::sampler::*;
+use migsight_proto::rng::Rng;
 
 fn main() -> anyhow::Result<()> {
     let total = 131072usize;

@@ -30,6 +30,7 @@
 use crate::error::AgentError;
 use crate::profile::{profile, ProfileConfig};
 use migsight_proto::serve::Limits;
+use migsight_proto::socket::{self, SocketAccess};
 use migsight_proto::wire::{
     self, AfterProfile, Client, ClientError, ErrorKind, ErrorReply, Health, PredictRequest,
     ProfileReport, ProfileRequest, RecommendRequest, Request, RequestBody, Response,
@@ -37,7 +38,6 @@ use migsight_proto::wire::{
 use migsight_proto::Feature;
 use std::collections::HashMap;
 use std::future::Future;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -162,7 +162,7 @@ struct State {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(a: AgentArgs) -> anyhow::Result<()> {
     a.validate()?;
-    let listener = bind(&a.socket)?;
+    let listener = socket::bind(&a.socket, &SocketAccess::owner_only())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         // Each connection being served runs at most one blocking task (a
@@ -183,37 +183,6 @@ pub fn run(a: AgentArgs) -> anyhow::Result<()> {
         };
         serve(listener, a, shutdown).await
     })
-}
-
-/// Binds the socket: parent directory created 0750 if missing, socket mode
-/// 0600 from the start (umask), a stale socket file replaced, a live one refused.
-pub fn bind(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
-        }
-    }
-    if let Ok(md) = std::fs::symlink_metadata(path) {
-        if !md.file_type().is_socket() {
-            anyhow::bail!(
-                "{} exists and is not a socket; refusing to replace it",
-                path.display()
-            );
-        }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            anyhow::bail!("another agent is already listening on {}", path.display());
-        }
-        std::fs::remove_file(path)?;
-    }
-    // SAFETY: umask has no preconditions; restored right after bind.
-    let old = unsafe { libc::umask(0o177) };
-    let l = std::os::unix::net::UnixListener::bind(path);
-    unsafe { libc::umask(old) };
-    let l = l.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    l.set_nonblocking(true)?;
-    Ok(l)
 }
 
 /// Serves on `listener` until `shutdown` completes, then cancels running

@@ -2,22 +2,13 @@
 //! (`lab/workload/README.md`): a counter of completed operations, read from
 //! the host, which is how `performance` is measured on instrumented guests
 //! (the lab's, the demo's, `migsight migrate --guest-ops`) without any guest I/O.
+//! The page's layout and its parser are `migsight_opspage`'s, which the
+//! in-guest writer uses too.
 
 use crate::error::AgentError;
 use crate::guest_memory::GuestMemory;
+use migsight_opspage as layout;
 use std::time::{Duration, Instant};
-
-/// Offsets in the ops page (`lab/workload/README.md`).
-mod layout {
-    pub const MAGIC: [u8; 16] = [
-        0x6d, 0x69, 0x67, 0x73, 0x69, 0x67, 0x68, 0x74, 0x2d, 0x6f, 0x70, 0x73, 0xa7, 0x3c, 0x5e,
-        0x01,
-    ];
-    pub const OPS: usize = 0x18;
-    pub const HEARTBEAT: usize = 0x28;
-    pub const READY: usize = 0x38;
-    pub const ERROR_MSG: usize = 0x200;
-}
 
 /// Where the workload's ops page is in guest RAM, and how to read it.
 #[derive(Debug, Clone, Copy)]
@@ -47,12 +38,6 @@ pub enum OpsError {
     Lost(u64),
 }
 
-fn le(buf: &[u8], off: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&buf[off..off + 8]);
-    u64::from_le_bytes(b)
-}
-
 impl OpsPage {
     /// Scans guest RAM of `pid` until the ready ops page appears.
     pub fn find(pid: u32, timeout: Duration) -> Result<OpsPage, OpsError> {
@@ -65,21 +50,20 @@ impl OpsPage {
                 while off < size {
                     let len = ((size - off) as usize).min(chunk.len());
                     if mem.read(off, &mut chunk[..len]).is_ok() {
-                        for p in (0..len).step_by(4096) {
-                            if chunk[p..p + 16] == layout::MAGIC {
+                        for p in (0..len).step_by(layout::PAGE) {
+                            if layout::has_magic(&chunk[p..]) {
                                 let page = OpsPage {
                                     offset: off + p as u64,
                                 };
                                 let r = page.read_with(&mem)?;
-                                if r.ready == 2 {
-                                    let mut msg = vec![0u8; 256];
-                                    mem.read(page.offset + layout::ERROR_MSG as u64, &mut msg)?;
-                                    let end = msg.iter().position(|b| *b == 0).unwrap_or(msg.len());
-                                    return Err(OpsError::WorkloadFailed(
-                                        String::from_utf8_lossy(&msg[..end]).into_owned(),
-                                    ));
+                                if r.ready == layout::Ready::Failed.code() {
+                                    let mut msg = vec![0u8; layout::ERROR_MSG_LEN];
+                                    mem.read(page.offset + layout::OFF_ERROR_MSG as u64, &mut msg)?;
+                                    return Err(OpsError::WorkloadFailed(layout::error_message(
+                                        &msg,
+                                    )));
                                 }
-                                if r.ready == 1 {
+                                if r.ready == layout::Ready::Running.code() {
                                     return Ok(page);
                                 }
                             }
@@ -96,15 +80,13 @@ impl OpsPage {
     }
 
     fn read_with(&self, mem: &GuestMemory) -> Result<OpsReading, OpsError> {
-        let mut buf = vec![0u8; 0x40];
+        let mut buf = [0u8; layout::HEADER_LEN];
         mem.read(self.offset, &mut buf)?;
-        if buf[..16] != layout::MAGIC {
-            return Err(OpsError::Lost(self.offset));
-        }
+        let h = layout::Header::parse(&buf).ok_or(OpsError::Lost(self.offset))?;
         Ok(OpsReading {
-            ops: le(&buf, layout::OPS),
-            heartbeat: le(&buf, layout::HEARTBEAT),
-            ready: le(&buf, layout::READY),
+            ops: h.ops,
+            heartbeat: h.heartbeat,
+            ready: h.ready.code(),
             at: Instant::now(),
         })
     }

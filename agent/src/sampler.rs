@@ -21,7 +21,7 @@
 //! A copy of each sampled page's previous content is kept for at most
 //! `copy_cap` pages (the lowest ranks), for the modified-bytes estimate.
 
-use migsight_proto::rng::SplitMix64;
+use migsight_proto::rng::Rng;
 
 use crate::error::AgentError;
 use crate::guest_memory::{GuestMemory, PAGE};
@@ -29,31 +29,6 @@ use std::sync::OnceLock;
 
 /// Pages read per `process_vm_readv` batch (4 MiB of scratch).
 const BATCH: usize = 1024;
-
-/// A small, fast PRNG (splitmix64) for choosing the sample.
-#[derive(Debug, Clone)]
-pub struct Rng(SplitMix64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(SplitMix64::new(seed))
-    }
-    /// A generator seeded from the clock and the pid.
-    pub fn from_entropy() -> Rng {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
-        Rng::new(t ^ ((std::process::id() as u64) << 32))
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0.next_u64()
-    }
-    /// Uniform in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() as u128 * n as u128) >> 64) as u64
-    }
-}
 
 /// `k` distinct values of `0..n` in uniformly random order (Floyd's
 /// algorithm, then a shuffle).
@@ -63,7 +38,7 @@ pub fn sample_without_replacement(n: u64, k: usize, rng: &mut Rng) -> Vec<u64> {
         // Dense: shuffle everything and take a prefix.
         let mut all: Vec<u64> = (0..n).collect();
         for i in 0..k {
-            let j = i + rng.below((n as usize - i) as u64) as usize;
+            let j = i + rng.below(n as usize - i);
             all.swap(i, j);
         }
         all.truncate(k);
@@ -72,7 +47,7 @@ pub fn sample_without_replacement(n: u64, k: usize, rng: &mut Rng) -> Vec<u64> {
     let mut set = std::collections::HashSet::with_capacity(k * 2);
     let mut out = Vec::with_capacity(k);
     for j in (n - k as u64)..n {
-        let t = rng.below(j + 1);
+        let t = rng.below(j as usize + 1) as u64;
         let v = if set.insert(t) {
             t
         } else {
@@ -82,7 +57,7 @@ pub fn sample_without_replacement(n: u64, k: usize, rng: &mut Rng) -> Vec<u64> {
         out.push(v);
     }
     for i in (1..out.len()).rev() {
-        let j = rng.below(i as u64 + 1) as usize;
+        let j = rng.below(i + 1);
         out.swap(i, j);
     }
     out
@@ -667,7 +642,7 @@ mod tests {
                 cursor += 1;
                 truth_wss.insert(pg);
                 let base = pg * PAGE;
-                let start = rng.below(PAGE as u64) as usize;
+                let start = rng.below(PAGE);
                 for j in 0..bytes {
                     let idx = base + (start + j * 13) % PAGE;
                     mem[idx] = (mem[idx] + 1 + (rng.below(15) as u8)) & 0x0f;

@@ -5,8 +5,9 @@
 mod common;
 
 use common::*;
-use migsight_agent::cli::{bind, serve, AgentArgs};
+use migsight_agent::cli::{serve, AgentArgs};
 use migsight_proto::frame;
+use migsight_proto::socket::{bind, SocketAccess};
 use migsight_proto::wire::{
     AfterProfile, Client, ClientError, ErrorKind, ProfileRequest, Request, RequestBody, Response,
     VmRef,
@@ -59,7 +60,7 @@ fn daemon_over_a_real_socket() {
         .enable_all()
         .build()
         .unwrap();
-    let listener = bind(&socket).unwrap();
+    let listener = bind(&socket, &SocketAccess::owner_only()).unwrap();
     // Socket 0600, its new directory 0750.
     assert_eq!(
         std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
@@ -74,7 +75,7 @@ fn daemon_over_a_real_socket() {
         0o750
     );
     // A second agent on the same socket is refused.
-    assert!(bind(&socket).is_err());
+    assert!(bind(&socket, &SocketAccess::owner_only()).is_err());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(serve(listener, args, async {
@@ -344,33 +345,14 @@ fn real_guest_part(rt: &tokio::runtime::Runtime, socket: &Path, predictor: &Path
     drop(g);
 }
 
-/// Not a test by itself: the daemon process of
-/// `sigterm_stops_the_daemon_and_removes_the_socket` (does nothing unless
-/// that test spawns this binary with MIGSIGHT_TEST_AGENT_SOCKET set).
-#[test]
-fn daemon_child_process() {
-    if let Ok(sock) = std::env::var("MIGSIGHT_TEST_AGENT_SOCKET") {
-        migsight_agent::cli::run(AgentArgs {
-            socket: sock.into(),
-            predictor: "/nonexistent/predictor.sock".into(),
-            ..Default::default()
-        })
-        .unwrap();
-    }
-}
-
 #[test]
 fn sigterm_stops_the_daemon_and_removes_the_socket() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "daemon_child_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("MIGSIGHT_TEST_AGENT_SOCKET", &socket)
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_migsight-agent-daemon"))
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--predictor", "/nonexistent/predictor.sock"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();

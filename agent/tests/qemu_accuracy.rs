@@ -10,6 +10,7 @@ mod common;
 
 use common::*;
 use migsight_agent::{locate, profile, ProfileConfig, VmTarget};
+use migsight_opspage::{OFF_DISTINCT_LAST_SEC, OFF_OPS, OFF_WS_PAGES, PAGE};
 use migsight_proto::wire::VmRef;
 use migsight_proto::Feature;
 use std::sync::atomic::{AtomicBool, Ordering};

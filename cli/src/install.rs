@@ -439,10 +439,22 @@ mod tests {
         ] {
             assert!(root.join(f).is_file(), "{f} missing");
         }
-        // The shipped configs parse as config files.
-        for f in ["etc/migsight/agent.toml", "etc/migsight/predictor.toml"] {
-            let t = std::fs::read_to_string(root.join(f)).unwrap();
-            crate::config::parse(&t, f).unwrap();
+        // The shipped configs stand for flags their daemon takes.
+        for (sub, f) in [
+            ("agent", "etc/migsight/agent.toml"),
+            ("predictor", "etc/migsight/predictor.toml"),
+        ] {
+            let args = [
+                "migsight",
+                sub,
+                "--config",
+                &root.join(f).display().to_string(),
+            ]
+            .map(std::ffi::OsString::from)
+            .to_vec();
+            let cmd = <crate::Cli as clap::CommandFactory>::command();
+            let flags = crate::config::expand_args(args, &cmd).unwrap();
+            assert!(flags.len() > 4, "{f}: {flags:?}");
         }
         // A changed config survives uninstall; the rest goes.
         std::fs::write(root.join("etc/migsight/agent.toml"), "socket = \"/x\"\n").unwrap();

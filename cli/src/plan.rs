@@ -5,7 +5,9 @@
 //! agent socket, profiling window) live here in [`PlanOptions`].
 
 use anyhow::{anyhow, Context, Result};
-use migsight_proto::units::{parse_bandwidth, parse_duration_ms, parse_size, HumanBytes, HumanMs};
+use migsight_proto::units::{
+    millis, parse_bandwidth, parse_duration, parse_size, Bandwidth, DataSize, HumanBytes, HumanMs,
+};
 use migsight_proto::wire::{
     AfterProfile, Client, ClientError, DirtiedWindow, ErrorKind, Objective, ProfileReport,
     ProfileRequest, QemuInfo, Recommendation, RequestBody, Response, Sla, VmRef,
@@ -25,15 +27,6 @@ pub const DEFAULT_AGENT_SOCKET: &str = "/run/migsight/agent.sock";
 /// Version of the `plan --json` object; bumped on any incompatible change.
 pub const PLAN_JSON_VERSION: u32 = 1;
 
-fn bw(s: &str) -> Result<f64, String> {
-    parse_bandwidth(s).map_err(|e| e.to_string())
-}
-fn ms(s: &str) -> Result<f64, String> {
-    parse_duration_ms(s).map_err(|e| e.to_string())
-}
-fn size(s: &str) -> Result<f64, String> {
-    parse_size(s).map_err(|e| e.to_string())
-}
 fn ratio(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .trim()
@@ -55,14 +48,14 @@ fn objective(s: &str) -> Result<Objective, String> {
 pub struct SlaArgs {
     /// Longest acceptable downtime (VM paused), e.g. 300ms. Also becomes QEMU's
     /// downtime-limit unless --downtime-limit is given.
-    #[arg(long, value_parser = ms, value_name = "DURATION")]
-    pub max_downtime: Option<f64>,
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub max_downtime: Option<Duration>,
     /// Longest acceptable total migration time, e.g. 60s, 2m.
-    #[arg(long, value_parser = ms, value_name = "DURATION")]
-    pub max_time: Option<f64>,
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub max_time: Option<Duration>,
     /// Most data acceptable on the wire, e.g. 10GiB, 800MB.
-    #[arg(long, value_parser = size, value_name = "SIZE")]
-    pub max_data: Option<f64>,
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub max_data: Option<DataSize>,
     /// Lowest acceptable VM performance during migration, as a ratio of before (0.8 = 80 %).
     #[arg(long, value_parser = ratio, value_name = "RATIO")]
     pub min_performance: Option<f64>,
@@ -70,16 +63,16 @@ pub struct SlaArgs {
     #[arg(long, value_parser = objective, default_value = "time")]
     pub objective: Objective,
     /// QEMU downtime-limit to plan and migrate with (default: --max-downtime, else 300ms).
-    #[arg(long, value_parser = ms, value_name = "DURATION")]
-    pub downtime_limit: Option<f64>,
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub downtime_limit: Option<Duration>,
 }
 
 impl SlaArgs {
     pub fn sla(&self) -> Sla {
         Sla {
-            max_downtime_ms: self.max_downtime,
-            max_time_ms: self.max_time,
-            max_data_bytes: self.max_data,
+            max_downtime_ms: self.max_downtime.map(millis),
+            max_time_ms: self.max_time.map(millis),
+            max_data_bytes: self.max_data.map(|d| d.bytes),
             min_performance: self.min_performance,
         }
     }
@@ -88,6 +81,7 @@ impl SlaArgs {
     pub fn downtime_limit_ms(&self) -> f64 {
         self.downtime_limit
             .or(self.max_downtime)
+            .map(millis)
             .unwrap_or(DEFAULT_DOWNTIME_LIMIT_MS)
     }
 }
@@ -99,11 +93,11 @@ pub struct ProfileArgs {
     #[arg(long, env = "MIGSIGHT_AGENT", default_value = DEFAULT_AGENT_SOCKET, value_name = "PATH")]
     pub agent: PathBuf,
     /// Profiling window: how long the agent watches the VM before predicting.
-    #[arg(long, value_parser = ms, default_value = "20s", value_name = "DURATION")]
-    pub window: f64,
+    #[arg(long, value_parser = parse_duration, default_value = "20s", value_name = "DURATION")]
+    pub window: Duration,
     /// Sampling interval within the window.
-    #[arg(long, value_parser = ms, default_value = "1s", value_name = "DURATION")]
-    pub interval: f64,
+    #[arg(long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION")]
+    pub interval: Duration,
 }
 
 #[derive(clap::Args, Debug)]
@@ -113,8 +107,8 @@ pub struct PlanArgs {
     #[arg(value_parser = vm_ref, value_name = "VM")]
     pub vm: VmRef,
     /// Bandwidth the migration may use (QEMU max-bandwidth), e.g. 1Gbit, 125MB/s.
-    #[arg(long, value_parser = bw, value_name = "RATE")]
-    pub bandwidth: f64,
+    #[arg(long, value_parser = parse_bandwidth, value_name = "RATE")]
+    pub bandwidth: Bandwidth,
     #[command(flatten)]
     pub sla: SlaArgs,
     #[command(flatten)]
@@ -379,18 +373,18 @@ pub fn profile(
     downtime_limit_ms: f64,
     then: AfterProfile,
 ) -> Result<ProfileReport> {
-    let window = Duration::from_secs_f64(p.window / 1000.0);
-    if p.interval <= 0.0 || p.window < p.interval {
+    let window = p.window;
+    if p.interval.is_zero() || p.window < p.interval {
         anyhow::bail!(
-            "--window must be at least one --interval (got window {} ms, interval {} ms)",
-            p.window,
-            p.interval
+            "--window must be at least one --interval (got window {}, interval {})",
+            HumanMs(millis(p.window)),
+            HumanMs(millis(p.interval))
         );
     }
     let req = ProfileRequest {
         vm: vm.clone(),
-        window_ms: p.window.round() as u64,
-        interval_ms: p.interval.round() as u64,
+        window_ms: millis(p.window).round() as u64,
+        interval_ms: millis(p.interval).round() as u64,
         bandwidth_bps,
         downtime_limit_ms,
         then,
@@ -508,7 +502,7 @@ pub fn render_plan(report: &ProfileReport, out: &PlanOutput) -> String {
 }
 
 pub fn run(a: PlanArgs) -> Result<()> {
-    let (report, out) = plan(&a.vm, &a.profile, a.bandwidth, &a.sla)?;
+    let (report, out) = plan(&a.vm, &a.profile, a.bandwidth.bytes_per_s, &a.sla)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -584,8 +578,8 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(p.a.vm, VmRef::QmpSocket("/run/vm.qmp".into()));
-        assert_eq!(p.a.bandwidth, 125e6);
-        assert_eq!(p.a.profile.window, 3000.0);
+        assert_eq!(p.a.bandwidth.bytes_per_s, 125e6);
+        assert_eq!(p.a.profile.window, Duration::from_secs(3));
         let p = P::try_parse_from(["x", "1234", "--bandwidth", "100MiB/s"]).unwrap();
         assert_eq!(p.a.vm, VmRef::Pid(1234));
         assert!(

@@ -19,8 +19,8 @@ pub struct PredictArgs {
     #[arg(long)]
     pub features: PathBuf,
     /// Planned migration bandwidth (QEMU max-bandwidth), e.g. 1Gbit, 125MB/s; becomes VM_ptr.
-    #[arg(long)]
-    pub bandwidth: String,
+    #[arg(long, value_parser = units::parse_bandwidth, value_name = "RATE")]
+    pub bandwidth: units::Bandwidth,
     /// SLA limits, objective and QEMU downtime-limit (the same flags as `plan`).
     #[command(flatten)]
     pub sla: crate::plan::SlaArgs,
@@ -28,8 +28,8 @@ pub struct PredictArgs {
     #[arg(long, default_value = migsight_predictor::server::DEFAULT_SOCKET, conflicts_with = "model")]
     pub socket: PathBuf,
     /// Longest wait for the daemon's answer, e.g. 10s, 500ms.
-    #[arg(long, default_value = "10s", conflicts_with = "model")]
-    pub timeout: String,
+    #[arg(long, value_parser = units::parse_duration, default_value = "10s", conflicts_with = "model", value_name = "DURATION")]
+    pub timeout: std::time::Duration,
     /// Predict in-process from this model file instead of asking the daemon.
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -78,14 +78,13 @@ fn source_qemu(a: &PredictArgs) -> Option<QemuInfo> {
 
 pub fn run(a: PredictArgs) -> anyhow::Result<()> {
     let features = migsight_predictor::data::read_features_json(&a.features)?;
-    let bandwidth_bps = units::parse_bandwidth(&a.bandwidth)?;
-    let timeout_ms = units::parse_duration_ms(&a.timeout)?;
+    let bandwidth_bps = a.bandwidth.bytes_per_s;
+    let timeout = a.timeout;
     anyhow::ensure!(
-        timeout_ms > 0.0 && timeout_ms <= 86_400_000.0,
+        !timeout.is_zero() && timeout <= std::time::Duration::from_secs(86_400),
         "--timeout must be between 1 ms and 24 h, got {}",
-        a.timeout
+        units::HumanMs(units::millis(timeout))
     );
-    let timeout = std::time::Duration::from_secs_f64(timeout_ms / 1000.0);
     let downtime_limit_ms = a.sla.downtime_limit_ms();
     anyhow::ensure!(downtime_limit_ms > 0.0, "--downtime-limit must be positive");
     let sla = a.sla.sla();

@@ -26,16 +26,16 @@ pub struct LabArgs {
     #[arg(long, default_value = "tcg", value_parser = parse_accel)]
     pub accel: Accel,
     /// Profiling window before each migration (the agent's default is 20s).
-    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = migsight_proto::units::parse_duration)]
     pub window: Duration,
     /// Sampling interval within the window.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = migsight_proto::units::parse_duration)]
     pub interval: Duration,
     /// A pre-copy phase longer than this is cancelled and recorded with converged=0.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = migsight_proto::units::parse_duration)]
     pub cap: Duration,
     /// Time the workload runs after it is ready and before the snapshot.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = migsight_proto::units::parse_duration)]
     pub warmup: Duration,
     /// Algorithms to migrate each state with (comma-separated; default every one the QEMU
     /// offers with this accelerator).
@@ -84,12 +84,6 @@ fn parse_budget(s: &str) -> Result<f64, String> {
         )),
         Err(e) => Err(format!("not a number: {s:?} ({e})")),
     }
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    migsight_proto::units::parse_duration_ms(s)
-        .map(|ms| Duration::from_micros((ms * 1000.0) as u64))
-        .map_err(|e| e.to_string())
 }
 
 impl LabArgs {

@@ -8,6 +8,5 @@
 
 pub mod cli;
 pub mod report;
-pub mod rng;
 pub mod runner;
 pub mod workload;

@@ -3,22 +3,10 @@
 
 use migsight_proto::csv::{Dataset, Sample};
 use migsight_proto::feature::MIB;
+use migsight_proto::stats::median;
 use migsight_proto::{Algorithm, Feature, Metric};
 use std::collections::BTreeMap;
 use std::fmt::Write;
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
 
 fn fmt(v: Option<f64>, scale: f64, digits: usize) -> String {
     v.map(|x| format!("{:.*}", digits, x / scale))
@@ -140,7 +128,7 @@ fn write_medians(out: &mut String, by: &[(String, Vec<f64>)], what: &str, floor:
         let _ = write!(
             out,
             "  {label:<38} median {:.2}% over {} {what}",
-            median(v.clone()).unwrap_or(0.0) * 100.0,
+            median(&mut v.clone()).unwrap_or(0.0) * 100.0,
             v.len()
         );
         let logs: Vec<f64> = v.iter().filter(|x| **x > 0.0).map(|x| x.ln()).collect();
@@ -197,7 +185,8 @@ pub fn render(d: &Dataset) -> String {
                 continue;
             }
             let conv: Vec<&Sample> = of.iter().copied().filter(|x| x.did_converge()).collect();
-            let col = |m: Metric| median(conv.iter().filter_map(|x| x.label(m)).collect());
+            let col =
+                |m: Metric| median(&mut conv.iter().filter_map(|x| x.label(m)).collect::<Vec<_>>());
             let nc = of.len() - conv.len();
             let _ = writeln!(
                 out,
@@ -275,7 +264,7 @@ pub fn render(d: &Dataset) -> String {
                 out,
                 "repeat noise {}: median CV {:.1}% over {} (state, algorithm) pairs",
                 m.name(),
-                median(cv.clone()).unwrap_or(0.0) * 100.0,
+                median(&mut cv.clone()).unwrap_or(0.0) * 100.0,
                 cv.len()
             );
         }

@@ -9,7 +9,6 @@
 //! booting (≈5 s), and every row of a group starts from the same state, as in
 //! the seeds' 512-migration dataset.
 
-use crate::rng::Rng;
 use crate::workload::{Ranges, Workload};
 use anyhow::{anyhow, bail, Context, Result};
 use migsight_agent::ops_page::{ops_rate, OpsPage};
@@ -18,6 +17,7 @@ use migsight_agent::vm::{cmdline, other_vms, VmTarget};
 use migsight_proto::csv::{CsvAppender, Sample};
 use migsight_proto::feature::MIB;
 use migsight_proto::record::record_columns;
+use migsight_proto::rng::Rng;
 use migsight_proto::{Algorithm, Metric};
 use migsight_qemu::driver::{self, MigrationConfig};
 use migsight_qemu::image::GuestImage;
@@ -128,7 +128,7 @@ pub fn run(cfg: &LabConfig, image: &GuestImage, cancel: &AtomicBool) -> Result<L
     let started = Instant::now();
     let mut consecutive_failures = 0;
     while summary.written < cfg.samples && !cancel.load(Ordering::Relaxed) {
-        let mut rng = Rng::derive(cfg.seed, group);
+        let mut rng = Rng::for_item(cfg.seed, group);
         let (mem_mib, workload, bandwidth_bps) = match &cfg.fixed {
             Some(f) => (f.mem_mib, f.workload.clone(), f.bandwidth_bps),
             None => {
@@ -143,7 +143,7 @@ pub fn run(cfg: &LabConfig, image: &GuestImage, cancel: &AtomicBool) -> Result<L
             .flat_map(|a| budgets.iter().map(move |b| (*a, *b)))
             .flat_map(|run| std::iter::repeat_n(run, cfg.repeats.max(1)))
             .collect();
-        rng.shuffle(&mut algorithms);
+        rng.shuffle_by_range(&mut algorithms);
         algorithms.truncate(cfg.samples - summary.written);
         let group_id = format!("s{}-g{}", cfg.seed, group);
         let ctx = GroupCtx {
@@ -374,14 +374,14 @@ impl GroupCtx<'_> {
             qemu_version,
             accel: self.cfg.accel.name().into(),
             guest_mem_mib: Some(self.mem_mib),
-            workload_type: Some(self.workload.mode.workload_type().code()),
+            workload_type: Some(self.workload.mode.workload_type() as u8),
             workload: self.workload.mode.name().into(),
             workload_params: self.workload.describe(),
             seed: Some(self.cfg.seed),
-            kernel_sha256: self.image.sha256_of("vmlinuz").unwrap_or_default(),
+            kernel_sha256: self.image.manifest_digest("vmlinuz").unwrap_or_default(),
             initrd_sha256: self
                 .image
-                .sha256_of("initramfs.cpio.gz")
+                .manifest_digest("initramfs.cpio.gz")
                 .unwrap_or_default(),
             // The configured window, as the lab has always recorded it.
             window_ms: Some(self.cfg.window.as_millis() as u64),

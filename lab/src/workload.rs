@@ -6,46 +6,12 @@
 //! (`migsight_agent::ops_page`), which is how `performance` is measured
 //! without any guest I/O.
 
-use crate::rng::Rng;
-use migsight_proto::WorkloadType;
+use migsight_proto::rng::Rng;
 
-/// Which program runs in the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Idle,
-    Synthetic,
-    Redis,
-    Memcached,
-    Sqlite,
-    Gzip,
-    Xz,
-}
-
-impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Idle => "idle",
-            Mode::Synthetic => "synthetic",
-            Mode::Redis => "redis",
-            Mode::Memcached => "memcached",
-            Mode::Sqlite => "sqlite",
-            Mode::Gzip => "gzip",
-            Mode::Xz => "xz",
-        }
-    }
-
-    /// The CSAP `workload_type` code.
-    pub fn workload_type(self) -> WorkloadType {
-        match self {
-            Mode::Idle => WorkloadType::Idle,
-            Mode::Synthetic => WorkloadType::Synthetic,
-            Mode::Redis => WorkloadType::Redis,
-            Mode::Memcached => WorkloadType::Memcached,
-            Mode::Sqlite => WorkloadType::Sqlite,
-            Mode::Gzip | Mode::Xz => WorkloadType::Bzip,
-        }
-    }
-}
+/// Which program runs in the guest: the guest workload's own modes
+/// (`migsight_opspage`), so the names the lab writes on the kernel command
+/// line are the ones the workload parses.
+pub use migsight_opspage::Mode;
 
 /// One workload configuration: `KEY=value` pairs for the kernel command line.
 #[derive(Debug, Clone, PartialEq)]
@@ -263,8 +229,8 @@ mod tests {
     #[test]
     fn drawn_workloads_fit_and_are_reproducible() {
         for i in 0..500 {
-            let (mem, w) = Ranges::CLASSIC.draw(&mut Rng::derive(42, i));
-            let (mem2, w2) = Ranges::CLASSIC.draw(&mut Rng::derive(42, i));
+            let (mem, w) = Ranges::CLASSIC.draw(&mut Rng::for_item(42, i));
+            let (mem2, w2) = Ranges::CLASSIC.draw(&mut Rng::for_item(42, i));
             assert_eq!((mem, &w), (mem2, &w2));
             let n = |k: &str| w.param(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
             assert!(n("WS_MB") + n("COLD_MB") + 100 <= mem, "{mem} {w:?}");
@@ -273,6 +239,65 @@ mod tests {
             assert!(w
                 .kernel_cmdline()
                 .contains(&format!("MODE={}", w.mode.name())));
+        }
+    }
+
+    /// What (seed, group) draws, as the runner draws it: the workload, the
+    /// bandwidth, then the order of the group's migrations. Pinned so that a
+    /// change of the generator cannot silently change the lab's groups.
+    fn group_draw(ranges: &Ranges, seed: u64, group: u64) -> String {
+        let mut rng = Rng::for_item(seed, group);
+        let (mem, w) = ranges.draw(&mut rng);
+        let bw = ranges.draw_bandwidth(&mut rng, mem);
+        let mut order: Vec<u8> = (0..9).collect();
+        rng.shuffle_by_range(&mut order);
+        format!("{mem} {bw} {} {order:?}", w.describe())
+    }
+
+    /// FNV-1a, to pin many draws in one number.
+    fn fnv(s: &str) -> u64 {
+        s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    #[test]
+    fn group_draws_are_pinned() {
+        assert_eq!(
+            group_draw(&Ranges::CLASSIC, 42, 0),
+            "256 13502271 MODE=idle WS_MB=33 ENTROPY=2 SEED=875151306 [8, 3, 7, 1, 0, 2, 4, 5, 6]"
+        );
+        assert_eq!(
+            group_draw(&Ranges::WIDE, 42, 0),
+            "3072 83057550 MODE=idle WS_MB=192 ENTROPY=2 SEED=875151306 [8, 3, 7, 1, 0, 2, 4, 5, 6]"
+        );
+        for (ranges, want) in [
+            (Ranges::CLASSIC, 0x31fa_e24a_0393_9b76),
+            (Ranges::WIDE, 0xd2c2_3952_3422_81cf),
+        ] {
+            let all: String = (0..300).map(|g| group_draw(&ranges, 42, g)).collect();
+            assert_eq!(fnv(&all), want, "{ranges:?}");
+        }
+    }
+
+    /// The workload writes `Mode::workload_type` codes into its page; the
+    /// lab records them in the CSAP column: they must be proto's codes.
+    #[test]
+    fn workload_type_codes_are_protos() {
+        use migsight_proto::WorkloadType;
+        for (mode, want) in [
+            (Mode::Idle, WorkloadType::Idle),
+            (Mode::Synthetic, WorkloadType::Synthetic),
+            (Mode::Redis, WorkloadType::Redis),
+            (Mode::Memcached, WorkloadType::Memcached),
+            (Mode::Sqlite, WorkloadType::Sqlite),
+            (Mode::Gzip, WorkloadType::Bzip),
+            (Mode::Xz, WorkloadType::Bzip),
+        ] {
+            assert_eq!(
+                WorkloadType::from_code(mode.workload_type() as u8),
+                Some(want)
+            );
         }
     }
 }

@@ -6,19 +6,17 @@ use migsight_lab::workload::Workload;
 use migsight_proto::feature::MIB;
 use migsight_proto::{Algorithm, Feature, Metric};
 use migsight_qemu::image::GuestImage;
-use migsight_qemu::process::Accel;
+use migsight_qemu::process::{self, Accel};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 #[test]
 fn one_precopy_migration_gives_a_consistent_row() {
-    if std::process::Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        panic!("qemu-system-x86_64 is not installed: run scripts/deps.sh (scripts/test.sh does)");
+    if let Err(e) = process::binary_version() {
+        process::skip_or_fail(&format!("a lab run needs QEMU ({e}; scripts/deps.sh)"));
+        return;
     }
+    let _lock = process::test_lock().expect("the QEMU-test lock");
     let image = GuestImage::ensure().expect("guest image");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("lab.csv");

@@ -12,6 +12,7 @@ use migsight_predictor::inputs::INPUT_COUNT;
 use migsight_predictor::model::{Model, TrainOptions};
 use migsight_predictor::{server, testdata};
 use migsight_proto::frame;
+use migsight_proto::socket::{self, SocketAccess};
 use migsight_proto::wire::{
     Objective, PredictRequest, RecommendRequest, Request, RequestBody, Response, Sla,
 };
@@ -20,8 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    migsight_proto::stats::median(v).unwrap_or(f64::NAN)
 }
 
 fn pct(v: &mut [f64], q: f64) -> f64 {
@@ -172,7 +172,8 @@ fn main() {
     let state = Arc::new(server::State::load(&model_path).unwrap());
     let listener = {
         let _g = rt.enter();
-        server::bind(&socket, None).unwrap()
+        let l = socket::bind(&socket, &SocketAccess::with_group(None)).unwrap();
+        tokio::net::UnixListener::from_std(l).unwrap()
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let srv = rt.spawn(server::serve(

@@ -187,9 +187,18 @@ pub fn parse_sla(
     min_performance: Option<f64>,
 ) -> anyhow::Result<Sla> {
     let sla = Sla {
-        max_downtime_ms: max_downtime.map(units::parse_duration_ms).transpose()?,
-        max_time_ms: max_time.map(units::parse_duration_ms).transpose()?,
-        max_data_bytes: max_data.map(units::parse_size).transpose()?,
+        max_downtime_ms: max_downtime
+            .map(units::parse_duration)
+            .transpose()?
+            .map(units::millis),
+        max_time_ms: max_time
+            .map(units::parse_duration)
+            .transpose()?
+            .map(units::millis),
+        max_data_bytes: max_data
+            .map(units::parse_size)
+            .transpose()?
+            .map(|d| d.bytes),
         min_performance,
     };
     sla.validate().map_err(anyhow::Error::msg)?;

@@ -374,7 +374,7 @@ mod tests {
     fn noise_only_predictions_fall_back_to_the_best_constant_choice() {
         // Post-copy is truly best by 5 % in every group; the predictions are
         // pure noise of ±10 % around 0.9, so the model's pick is a coin toss.
-        let mut rng = crate::rng::Rng::derive(3, &[1]);
+        let mut rng = migsight_proto::rng::Rng::derive(3, &[1]);
         let mut rows = Vec::new();
         for g in 0..60 {
             for a in Algorithm::ALL {

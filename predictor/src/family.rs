@@ -297,18 +297,9 @@ fn masked(x: &[Vec<f64>], allowed: &[usize]) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// The median of `v` (0 when empty), leaving `v` as it is.
 pub fn median_of(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
+    migsight_proto::stats::median(&mut v.to_vec()).unwrap_or(0.0)
 }
 
 pub struct GbdtFamily;

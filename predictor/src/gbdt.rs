@@ -8,7 +8,8 @@
 //! convergence classifier (Newton leaves). See `predictor/README.md` for why
 //! migsight carries its own trees.
 
-use crate::rng::Rng;
+use migsight_proto::rng::Rng;
+use migsight_proto::stats::median;
 use serde::{Deserialize, Serialize};
 
 /// Training loss.
@@ -237,27 +238,12 @@ struct Grower<'a> {
     nodes: Vec<Node>,
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    let mid = v.len() / 2;
-    let (_, m, _) = v.select_nth_unstable_by(mid, |a, b| a.total_cmp(b));
-    let m = *m;
-    if v.len() % 2 == 1 {
-        m
-    } else {
-        let lo = v[..mid].iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        (lo + m) / 2.0
-    }
-}
-
 impl Grower<'_> {
     fn node_value(&self, rows: &[u32]) -> f64 {
         match self.p.loss {
             Loss::L1 => {
                 let mut r: Vec<f64> = rows.iter().map(|&i| self.resid[i as usize]).collect();
-                median(&mut r)
+                median(&mut r).unwrap_or(0.0)
             }
             Loss::L2 | Loss::LogLoss => {
                 let (g, h) = rows.iter().fold((0.0, 0.0), |(g, h), &i| {
@@ -388,7 +374,7 @@ impl Gbdt {
         let n = x.len();
         assert_eq!(n, y.len());
         let base = match p.loss {
-            Loss::L1 => median(&mut y.to_vec()),
+            Loss::L1 => median(&mut y.to_vec()).unwrap_or(0.0),
             Loss::L2 => y.iter().sum::<f64>() / n.max(1) as f64,
             Loss::LogLoss => {
                 let m = (y.iter().sum::<f64>() / n.max(1) as f64).clamp(1e-3, 1.0 - 1e-3);

@@ -25,7 +25,6 @@ pub mod model;
 pub mod prep;
 pub mod ranking;
 pub mod recommend;
-pub mod rng;
 pub mod score;
 pub mod server;
 pub mod sha256;

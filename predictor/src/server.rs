@@ -17,10 +17,10 @@
 
 use crate::model::{LoadError, Model};
 use migsight_proto::serve::Limits;
+use migsight_proto::socket::{self, SocketAccess};
 use migsight_proto::wire::{
     self, ErrorKind, ErrorReply, Health, ReloadOutcome, RequestBody, Response,
 };
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -225,63 +225,6 @@ pub async fn reload_and_wait(
     }
 }
 
-/// Looks up a group id by name.
-fn group_id(name: &str) -> std::io::Result<libc::gid_t> {
-    if let Ok(gid) = name.parse::<libc::gid_t>() {
-        return Ok(gid);
-    }
-    let c = std::ffi::CString::new(name)
-        .map_err(|_| std::io::Error::other("group name contains a NUL byte"))?;
-    // SAFETY: getgrnam returns NULL or a pointer to a static struct; we copy gr_gid immediately.
-    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
-    if gr.is_null() {
-        return Err(std::io::Error::other(format!("no such group {name:?}")));
-    }
-    Ok(unsafe { (*gr).gr_gid })
-}
-
-/// Binds the socket: creates the parent directory, removes a stale socket
-/// (refusing if a live daemon answers or the path is not a socket), sets
-/// mode 0660 and the group.
-pub fn bind(path: &Path, group: Option<&str>) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::FileTypeExt;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            return Err(std::io::Error::other(format!(
-                "{} exists and is not a socket; refusing to replace it",
-                path.display()
-            )));
-        }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::other(format!(
-                "another daemon is listening on {}",
-                path.display()
-            )));
-        }
-        std::fs::remove_file(path)?;
-    }
-    let gid = group.map(group_id).transpose()?;
-    // Created without world access from the start, then exactly 0660.
-    // SAFETY: umask only changes this process's file-creation mask.
-    let old = unsafe { libc::umask(0o117) };
-    let listener = UnixListener::bind(path);
-    unsafe { libc::umask(old) };
-    let listener = listener?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    if let Some(gid) = gid {
-        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-            .map_err(std::io::Error::other)?;
-        // SAFETY: plain chown of a path we just created; uid -1 leaves the owner.
-        if unsafe { libc::chown(c.as_ptr(), libc::uid_t::MAX, gid) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(listener)
-}
-
 /// The listening socket systemd passed (`migsight-predictor.socket`), if
 /// any: `LISTEN_PID` is this process and `LISTEN_FDS` ≥ 1, so fd 3 is ours
 /// (sd_listen_fds(3)). It must be a listening Unix stream socket; anything
@@ -375,8 +318,7 @@ pub async fn run(
             )
         }
         None => (
-            bind(socket, group)
-                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", socket.display()))?,
+            UnixListener::from_std(socket::bind(socket, &SocketAccess::with_group(group))?)?,
             socket.display().to_string(),
             true,
         ),
@@ -428,27 +370,6 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
-
-    #[tokio::test]
-    async fn bind_sets_mode_and_group_and_refuses_non_sockets() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a/b/p.sock");
-        let gid = unsafe { libc::getegid() };
-        let _l = bind(&path, Some(&gid.to_string())).unwrap();
-        let meta = std::fs::metadata(&path).unwrap();
-        assert_eq!(meta.mode() & 0o777, 0o660);
-        assert_eq!(meta.gid(), gid);
-        let e = bind(&dir.path().join("x.sock"), Some("no-such-group-migsight")).unwrap_err();
-        assert!(e.to_string().contains("no such group"), "{e}");
-        let file = dir.path().join("plain");
-        std::fs::write(&file, b"x").unwrap();
-        let e = bind(&file, None).unwrap_err();
-        assert!(e.to_string().contains("not a socket"), "{e}");
-        // A stale socket (nobody listening) is replaced.
-        drop(_l);
-        let _l2 = bind(&path, None).unwrap();
-    }
 
     #[test]
     fn hostile_payloads_get_typed_errors() {
@@ -459,7 +380,7 @@ mod tests {
         let p = dir.path().join("m.msm");
         Model::train(&data, &o).save(&p).unwrap();
         let state = State::load(&p).unwrap();
-        let mut rng = crate::rng::Rng::new(5);
+        let mut rng = migsight_proto::rng::Rng::new(5);
         for len in 0..300 {
             let bytes: Vec<u8> = (0..len % 64).map(|_| rng.next_u64() as u8).collect();
             let mut b = bytes.clone();

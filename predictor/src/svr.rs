@@ -10,7 +10,7 @@
 //! than scikit-learn and its deserialized models panicked on predict.
 
 use crate::prep::Standardizer;
-use crate::rng::Rng;
+use migsight_proto::rng::Rng;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,9 +6,9 @@
 //! `migsight eval` on lab data.
 
 use crate::analytic;
-use crate::rng::Rng;
 use migsight_proto::csv::{Dataset, Sample};
 use migsight_proto::feature::MIB;
+use migsight_proto::rng::Rng;
 use migsight_proto::{Algorithm, Feature, FeatureVector, Metric};
 
 fn lognormal(rng: &mut Rng, sigma: f64) -> f64 {

@@ -8,6 +8,7 @@ use migsight_predictor::data::Data;
 use migsight_predictor::model::{Model, TrainOptions};
 use migsight_predictor::{server, testdata, FamilyKind};
 use migsight_proto::frame;
+use migsight_proto::socket::{self, SocketAccess};
 use migsight_proto::wire::{
     Client, ClientError, ErrorKind, Objective, PredictRequest, RecommendRequest, Request,
     RequestBody, Response, Sla,
@@ -248,7 +249,7 @@ fn daemon_end_to_end() {
         assert!(matches!(c.call(RequestBody::Recommend(rec)).await, Ok(Response::Recommendation(_))));
 
         // A second daemon on the same socket is refused.
-        let e = server::bind(&socket, None).unwrap_err();
+        let e = socket::bind(&socket, &SocketAccess::with_group(None)).unwrap_err();
         assert!(e.to_string().contains("another daemon"), "{e}");
 
         // SIGTERM: clean stop, socket removed.

@@ -5,7 +5,8 @@
 //! the CSAP feature schema ([`Feature`], [`FeatureVector`]) with its composed
 //! features, the CSAP-schema CSV reader/writer ([`csv`]) with migsight's
 //! record columns ([`record`]), and the wire protocol
-//! between the CLI, the agent and the predictor ([`wire`], [`frame`]).
+//! between the CLI, the agent and the predictor ([`wire`], [`frame`]), and
+//! how the daemons bind ([`socket`]) and serve ([`serve`]) it.
 //!
 //! Data flows one way through these types:
 //! sample → [`FeatureVector`] → [`wire::Prediction`] → [`wire::Recommendation`].
@@ -18,6 +19,8 @@ pub mod metric;
 pub mod record;
 pub mod rng;
 pub mod serve;
+pub mod socket;
+pub mod stats;
 pub mod units;
 pub mod wire;
 pub mod workload;

@@ -6,6 +6,7 @@
 //! unit is exactly what operators get wrong.
 
 use std::fmt;
+use std::time::Duration;
 
 /// A unit string that could not be understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,10 +62,37 @@ fn prefix_multiplier(p: &str) -> Option<f64> {
     })
 }
 
-/// Parses a bandwidth into bytes per second.
+/// A data rate: what `--bandwidth` and QEMU's `max-bandwidth` mean.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Bandwidth {
+    pub bytes_per_s: f64,
+}
+
+/// An amount of data (`--max-data`), in bytes; fractional because decimal
+/// forms such as `1.5KB` are accepted as typed.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct DataSize {
+    pub bytes: f64,
+}
+
+impl std::str::FromStr for Bandwidth {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, UnitError> {
+        parse_bandwidth(s)
+    }
+}
+
+impl std::str::FromStr for DataSize {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, UnitError> {
+        parse_size(s)
+    }
+}
+
+/// Parses a bandwidth.
 ///
 /// Accepts `1Gbit`, `1Gbps`, `1Gb/s`, `125MB/s`, `100MiB/s`, `800Mbit/s`.
-pub fn parse_bandwidth(s: &str) -> Result<f64, UnitError> {
+pub fn parse_bandwidth(s: &str) -> Result<Bandwidth, UnitError> {
     const WHAT: &str = "a bandwidth (e.g. 1Gbit, 125MB/s, 100MiB/s)";
     let (num, unit) = split_number(s.trim());
     let v = parse_number(s, num, WHAT)?;
@@ -89,28 +117,41 @@ pub fn parse_bandwidth(s: &str) -> Result<f64, UnitError> {
     if bytes <= 0.0 {
         return Err(err(s, WHAT, "must be greater than zero"));
     }
-    Ok(bytes)
+    Ok(Bandwidth { bytes_per_s: bytes })
 }
 
-/// Parses a duration into milliseconds: `300ms`, `60s`, `2m`, `1h`, `1.5s`.
-pub fn parse_duration_ms(s: &str) -> Result<f64, UnitError> {
+/// Parses a duration: `300ms`, `60s`, `2m`, `1h`, `1.5s`, `250us`.
+///
+/// Exact to the nanosecond for what operators type (`1.5s` is 1.5e9 ns),
+/// so a limit round-trips through [`millis`] unchanged.
+pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     const WHAT: &str = "a duration (e.g. 300ms, 60s, 2m)";
     let (num, unit) = split_number(s.trim());
     let v = parse_number(s, num, WHAT)?;
-    let m = match unit {
-        "ms" => 1.0,
-        "s" | "sec" => 1000.0,
-        "m" | "min" => 60_000.0,
-        "h" => 3_600_000.0,
-        "us" | "µs" => 0.001,
+    let ns_per_unit = match unit {
+        "ms" => 1e6,
+        "s" | "sec" => 1e9,
+        "m" | "min" => 60e9,
+        "h" => 3600e9,
+        "us" | "µs" => 1e3,
         "" => return Err(err(s, WHAT, "a unit is required")),
         other => return Err(err(s, WHAT, format!("unknown unit {other:?}"))),
     };
-    Ok(v * m)
+    let ns = (v * ns_per_unit).round();
+    if ns >= u64::MAX as f64 {
+        return Err(err(s, WHAT, "longer than 500 years"));
+    }
+    Ok(Duration::from_nanos(ns as u64))
 }
 
-/// Parses a data size into bytes: `10GiB`, `512MB`, `4096B`, `1.5G` (bytes).
-pub fn parse_size(s: &str) -> Result<f64, UnitError> {
+/// `d` in milliseconds, the unit of the wire protocol's limits and of the
+/// models' time labels.
+pub fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Parses a data size: `10GiB`, `512MB`, `4096B`, `1.5G` (bytes).
+pub fn parse_size(s: &str) -> Result<DataSize, UnitError> {
     const WHAT: &str = "a size (e.g. 10GiB, 512MB)";
     let (num, unit) = split_number(s.trim());
     let v = parse_number(s, num, WHAT)?;
@@ -120,7 +161,7 @@ pub fn parse_size(s: &str) -> Result<f64, UnitError> {
     let prefix = unit.strip_suffix('B').unwrap_or(unit);
     let m =
         prefix_multiplier(prefix).ok_or_else(|| err(s, WHAT, format!("unknown unit {unit:?}")))?;
-    Ok(v * m)
+    Ok(DataSize { bytes: v * m })
 }
 
 /// Formats bytes for humans with binary prefixes (`1.5 GiB`).
@@ -163,13 +204,18 @@ impl fmt::Display for HumanMs {
 mod tests {
     use super::*;
 
+    fn bps(s: &str) -> f64 {
+        parse_bandwidth(s).unwrap().bytes_per_s
+    }
+
     #[test]
     fn bandwidths() {
-        assert_eq!(parse_bandwidth("1Gbit").unwrap(), 125e6);
-        assert_eq!(parse_bandwidth("1Gbit/s").unwrap(), 125e6);
-        assert_eq!(parse_bandwidth("125MB/s").unwrap(), 125e6);
-        assert_eq!(parse_bandwidth("100MiB/s").unwrap(), 100.0 * 1048576.0);
-        assert_eq!(parse_bandwidth("800Mbps").unwrap(), 100e6);
+        assert_eq!(bps("1Gbit"), 125e6);
+        assert_eq!(bps("1Gbit/s"), 125e6);
+        assert_eq!(bps("125MB/s"), 125e6);
+        assert_eq!(bps("100MiB/s"), 100.0 * 1048576.0);
+        assert_eq!(bps("800Mbps"), 100e6);
+        assert_eq!("1Gb/s".parse::<Bandwidth>().unwrap().bytes_per_s, 125e6);
         assert!(parse_bandwidth("100")
             .unwrap_err()
             .to_string()
@@ -181,19 +227,28 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration_ms("300ms").unwrap(), 300.0);
-        assert_eq!(parse_duration_ms("60s").unwrap(), 60_000.0);
-        assert_eq!(parse_duration_ms("1.5s").unwrap(), 1500.0);
-        assert_eq!(parse_duration_ms("2m").unwrap(), 120_000.0);
-        assert!(parse_duration_ms("-1s").is_err());
-        assert!(parse_duration_ms("5").is_err());
+        let d = |s: &str| parse_duration(s).unwrap();
+        assert_eq!(d("300ms"), Duration::from_millis(300));
+        assert_eq!(d("60s"), Duration::from_secs(60));
+        assert_eq!(d("1.5s"), Duration::from_millis(1500));
+        assert_eq!(d("2m"), Duration::from_secs(120));
+        assert_eq!(d("1h"), Duration::from_secs(3600));
+        assert_eq!(d("250us"), Duration::from_micros(250));
+        assert_eq!(d("0.1s"), Duration::from_millis(100));
+        assert_eq!(millis(d("300ms")), 300.0);
+        assert_eq!(millis(d("1.5s")), 1500.0);
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("1e30h").is_err());
     }
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("10GiB").unwrap(), 10.0 * 1073741824.0);
-        assert_eq!(parse_size("512MB").unwrap(), 512e6);
-        assert_eq!(parse_size("4096B").unwrap(), 4096.0);
+        let b = |s: &str| parse_size(s).unwrap().bytes;
+        assert_eq!(b("10GiB"), 10.0 * 1073741824.0);
+        assert_eq!(b("512MB"), 512e6);
+        assert_eq!(b("4096B"), 4096.0);
+        assert_eq!("1KiB".parse::<DataSize>().unwrap().bytes, 1024.0);
         assert!(parse_size("12 apples").is_err());
     }
 

@@ -6,29 +6,18 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 
-/// Not a test by itself: the writer of `a_closed_pipe_is_not_an_error`.
-#[test]
+/// The writer of `a_closed_pipe_is_not_an_error`: this test binary started
+/// again with `MIGSIGHT_TEST_STDOUT` set.
 fn stdout_child_process() {
-    if std::env::var_os("MIGSIGHT_TEST_STDOUT").is_none() {
-        return;
-    }
     let line = "a line of a long report\n".repeat(64);
     for _ in 0..4096 {
         migsight_proto::write_stdout(&line).unwrap();
     }
-    // Before the test harness prints its summary into the closed pipe.
     std::process::exit(0);
 }
 
-#[test]
 fn a_closed_pipe_is_not_an_error() {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "stdout_child_process",
-            "--test-threads=1",
-            "--quiet",
-        ])
         .env("MIGSIGHT_TEST_STDOUT", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -44,4 +33,16 @@ fn a_closed_pipe_is_not_an_error() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A plain `main` (no libtest harness): the test starts this very binary as
+/// the writer, and the writer is not a test, so it cannot be counted as one
+/// that passed.
+fn main() {
+    if std::env::var_os("MIGSIGHT_TEST_STDOUT").is_some() {
+        stdout_child_process();
+    }
+    a_closed_pipe_is_not_an_error();
+    println!("test a_closed_pipe_is_not_an_error ... ok");
+    println!("test result: ok. 1 passed; 0 failed");
 }

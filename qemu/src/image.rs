@@ -90,8 +90,8 @@ impl GuestImage {
         })
     }
 
-    /// The sha256 recorded in the manifest for `file`, if any.
-    pub fn sha256_of(&self, file: &str) -> Option<String> {
+    /// The SHA-256 digest (hex) that the image manifest records for `file`, if any.
+    pub fn manifest_digest(&self, file: &str) -> Option<String> {
         self.manifest.lines().find_map(|l| {
             let mut it = l.split_whitespace();
             let (a, b) = (it.next()?, it.next()?);

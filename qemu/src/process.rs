@@ -75,15 +75,31 @@ pub fn qemu_7_2() -> Option<PathBuf> {
         .filter(|p| p.is_file())
 }
 
-/// What a test that needs QEMU (or the guest image, or data) does when it
-/// is missing: under `scripts/test.sh` (`MIGSIGHT_REQUIRE_QEMU=1`) it fails,
-/// so CI cannot pass by skipping; run by hand, it prints a loud notice and
-/// the test returns.
+/// What a test does when something it needs from the machine is missing
+/// (QEMU, the guest image, the training data, systemd's tools, root, an
+/// open-file limit): under `scripts/test.sh` (`MIGSIGHT_REQUIRE_QEMU=1`) it
+/// fails, so CI cannot pass by skipping; run by hand, it prints a loud
+/// notice and the caller returns. `what` says what is missing and how to
+/// get it.
 pub fn skip_or_fail(what: &str) {
     if std::env::var("MIGSIGHT_REQUIRE_QEMU").is_ok_and(|v| v == "1") {
-        panic!("{what} (MIGSIGHT_REQUIRE_QEMU=1: required; run scripts/deps.sh and lab/guest/build-image.sh)");
+        panic!("{what} (MIGSIGHT_REQUIRE_QEMU=1: every test that depends on the machine is required; scripts/test.sh installs what they need)");
     }
-    eprintln!("SKIPPED: {what}; this test did NOT run (scripts/test.sh requires it)");
+    let notice = format!("SKIPPED: {what}; this test did NOT run (scripts/test.sh requires it)");
+    // Both streams: cargo shows stdout only for failures unless --nocapture.
+    eprintln!("\n!!! {notice}\n");
+    println!("\n!!! {notice}\n");
+}
+
+/// An exclusive lock that a test holds while it runs QEMU guests
+/// (`<cache>/qemu-tests.lock`, shared by every test binary of the
+/// workspace): two TCG guests at once distort each other's timing.
+pub fn test_lock() -> std::io::Result<std::fs::File> {
+    let dir = crate::image::cache_root();
+    std::fs::create_dir_all(&dir)?;
+    let f = std::fs::File::create(dir.join("qemu-tests.lock"))?;
+    f.lock()?;
+    Ok(f)
 }
 
 /// The version of [`binary`], from its `--version`.

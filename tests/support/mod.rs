@@ -1,6 +1,6 @@
-//! Helpers of the reliability tests (`lockout.rs`, `faults.rs`,
-//! `appenders.rs`): real daemon processes started from the built binary,
-//! killed and reaped on drop, their memory read from `/proc`.
+//! Helpers of the tests that run the built binary (`e2e.rs`, `lockout.rs`,
+//! `faults.rs`, `appenders.rs`): real daemon processes, killed and reaped on
+//! drop, their memory read from `/proc`.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -98,6 +98,13 @@ impl Daemon {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Fails the test, with the daemon's log, if the daemon has exited.
+    pub fn assert_alive(&mut self) {
+        if let Ok(Some(st)) = self.child.try_wait() {
+            panic!("migsight {} died ({st}): {}", self.name, self.log_text());
+        }
+    }
+
     /// (resident, peak resident) memory, KiB, from /proc/PID/status.
     pub fn memory_kib(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
@@ -159,21 +166,27 @@ pub fn run(args: &[&str]) -> (bool, String, String, Duration) {
     )
 }
 
-/// `migsight predict --socket SOCKET` on the shipped example features.
-pub fn predict_over(socket: &Path, extra: &[&str]) -> (bool, String, String, Duration) {
+/// The arguments of `migsight predict --socket SOCKET` on the shipped
+/// example features, then `extra`.
+pub fn predict_args(socket: &Path, extra: &[&str]) -> Vec<String> {
     let features = repo().join("examples/features.json");
-    let mut args = vec![
-        "predict",
-        "--socket",
-        socket.to_str().unwrap(),
-        "--features",
-        features.to_str().unwrap(),
-        "--bandwidth",
-        "1Gbit",
-        "--json",
+    let mut args: Vec<String> = vec![
+        "predict".into(),
+        "--socket".into(),
+        socket.display().to_string(),
+        "--features".into(),
+        features.display().to_string(),
+        "--bandwidth".into(),
+        "1Gbit".into(),
     ];
-    args.extend_from_slice(extra);
-    run(&args)
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Runs `migsight predict --json` over `socket` (see [`predict_args`]).
+pub fn predict_over(socket: &Path, extra: &[&str]) -> (bool, String, String, Duration) {
+    let args = predict_args(socket, &[&["--json"], extra].concat());
+    run(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// Raises this process's open-file limit to its hard limit (the tests hold

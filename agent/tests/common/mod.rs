@@ -3,23 +3,14 @@
 #![allow(dead_code)]
 
 use migsight_agent::GuestMemory;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const PAGE: usize = 4096;
-// Ops page layout (lab/workload/README.md).
-pub const OFF_OPS: usize = 0x018;
-pub const OFF_READY: usize = 0x038;
-pub const OFF_RATE: usize = 0x050;
-pub const OFF_DISTINCT_LAST_SEC: usize = 0x128;
-pub const OFF_WS_PAGES: usize = 0x138;
-const MAGIC: [u8; 16] = [
-    0x6d, 0x69, 0x67, 0x73, 0x69, 0x67, 0x68, 0x74, 0x2d, 0x6f, 0x70, 0x73, 0xa7, 0x3c, 0x5e, 0x01,
-];
+use migsight_opspage::{OFF_READY, PAGE};
 
-/// `Some(path)` of qemu-system-x86_64, or `None` after printing a loud skip notice.
+/// `Some(path)` of qemu-system-x86_64, or `None` after a loud skip notice
+/// (a failure under `scripts/test.sh`: `migsight_qemu::process::skip_or_fail`).
 pub fn qemu_or_skip(test: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|p| {
         std::env::split_paths(&p)
@@ -27,44 +18,16 @@ pub fn qemu_or_skip(test: &str) -> Option<PathBuf> {
             .find(|c| c.is_file())
     });
     if found.is_none() {
-        let msg = format!(
-            "\n\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-             !!! SKIPPED {test}: qemu-system-x86_64 is not installed\n\
-             !!! (apt-get install qemu-system-x86); nothing was tested.\n\
-             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-        );
-        eprintln!("{msg}");
-        println!("{msg}");
+        migsight_qemu::process::skip_or_fail(&format!(
+            "{test}: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86, or scripts/deps.sh)"
+        ));
     }
     found
 }
 
-/// An exclusive lock held while a test runs QEMU: two TCG guests at once
-/// distort each other. Shared by every test binary of the workspace that
-/// uses this path.
-pub struct QemuLock(File);
-
-pub fn qemu_lock() -> QemuLock {
-    let dir = cache_root();
-    std::fs::create_dir_all(&dir).unwrap();
-    let f = File::create(dir.join("qemu-tests.lock")).unwrap();
-    use std::os::fd::AsRawFd;
-    // SAFETY: valid fd.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(rc, 0, "flock failed");
-    QemuLock(f)
-}
-
-pub fn cache_root() -> PathBuf {
-    if let Some(c) = std::env::var_os("MIGSIGHT_CACHE") {
-        return PathBuf::from(c);
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
-        });
-    base.join("migsight")
+/// The workspace's QEMU-test lock, held while a test runs QEMU.
+pub fn qemu_lock() -> std::fs::File {
+    migsight_qemu::process::test_lock().expect("the QEMU-test lock")
 }
 
 fn repo_root() -> PathBuf {
@@ -77,7 +40,7 @@ fn repo_root() -> PathBuf {
 /// The guest image (`vmlinuz`, `initramfs.cpio.gz`), built by
 /// `lab/guest/build-image.sh` if missing (the script is idempotent).
 pub fn guest_image() -> (PathBuf, PathBuf) {
-    let dir = cache_root().join("guest");
+    let dir = migsight_qemu::image::cache_dir();
     let k = dir.join("vmlinuz");
     let i = dir.join("initramfs.cpio.gz");
     if !(k.is_file() && i.is_file()) {
@@ -241,7 +204,7 @@ impl OpsPage {
                 let n = (buf.len() as u64).min(mem.size_bytes() - off) as usize;
                 mem.read(off, &mut buf[..n]).expect("read guest RAM");
                 for (k, pg) in buf[..n].chunks_exact(PAGE).enumerate() {
-                    if pg[..16] == MAGIC {
+                    if migsight_opspage::has_magic(pg) {
                         found = Some(off + (k * PAGE) as u64);
                         break;
                     }

@@ -2,11 +2,12 @@
 
 use crate::plan::{self, ProfileArgs, SlaArgs};
 use anyhow::{anyhow, bail, Result};
-use migsight_proto::units::{parse_bandwidth, parse_duration_ms};
+use migsight_proto::units::{parse_bandwidth, parse_duration, Bandwidth};
 use migsight_proto::wire::VmRef;
 use migsight_proto::Algorithm;
 use migsight_qemu::outcome::DEFAULT_OUTCOMES;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// `--algorithm`: `auto` (plan first) or a named algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,13 +25,6 @@ fn algorithm_choice(s: &str) -> Result<AlgorithmChoice, String> {
         .map_err(|e| e.to_string())
 }
 
-fn bw(s: &str) -> Result<f64, String> {
-    parse_bandwidth(s).map_err(|e| e.to_string())
-}
-fn ms(s: &str) -> Result<f64, String> {
-    parse_duration_ms(s).map_err(|e| e.to_string())
-}
-
 #[derive(clap::Args, Debug)]
 pub struct MigrateArgs {
     /// The VM: qmp:PATH, pid:N, name:NAME, proxmox:ID, or a bare PID, QMP socket path or -name.
@@ -45,8 +39,8 @@ pub struct MigrateArgs {
     #[arg(long, value_parser = algorithm_choice, default_value = "auto")]
     pub algorithm: AlgorithmChoice,
     /// Bandwidth the migration may use (QEMU max-bandwidth), e.g. 1Gbit, 125MB/s.
-    #[arg(long, value_parser = bw, default_value = "1Gbit", value_name = "RATE")]
-    pub bandwidth: f64,
+    #[arg(long, value_parser = parse_bandwidth, default_value = "1Gbit", value_name = "RATE")]
+    pub bandwidth: Bandwidth,
     #[command(flatten)]
     pub sla: SlaArgs,
     #[command(flatten)]
@@ -63,8 +57,8 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub no_profile: bool,
     /// Cancel a pre-copy phase that runs longer than this (recorded as not converged).
-    #[arg(long, value_parser = ms, default_value = "300s", value_name = "DURATION")]
-    pub cap: f64,
+    #[arg(long, value_parser = parse_duration, default_value = "300s", value_name = "DURATION")]
+    pub cap: Duration,
     /// Closed-loop dataset the outcome row is appended to.
     #[arg(long, env = "MIGSIGHT_OUTCOMES", default_value = DEFAULT_OUTCOMES, value_name = "PATH")]
     pub outcomes: PathBuf,

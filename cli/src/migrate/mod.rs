@@ -181,7 +181,7 @@ fn plan_unless_told_not_to(a: &MigrateArgs) -> Result<Option<(ProfileReport, Pla
     if a.no_profile {
         return Ok(None);
     }
-    match plan::plan(&a.vm, &a.profile, a.bandwidth, &a.sla) {
+    match plan::plan(&a.vm, &a.profile, a.bandwidth.bytes_per_s, &a.sla) {
         Ok(p) => Ok(Some(p)),
         Err(e) if matches!(a.algorithm, AlgorithmChoice::Given(_)) => {
             eprintln!("migsight: warning: could not plan ({e:#}); migrating without a prediction and without recording an outcome row");
@@ -248,9 +248,9 @@ fn announce(
 }
 
 fn configure(a: &MigrateArgs, algorithm: Algorithm) -> MigrationConfig {
-    let mut cfg = MigrationConfig::new(algorithm, a.bandwidth);
+    let mut cfg = MigrationConfig::new(algorithm, a.bandwidth.bytes_per_s);
     cfg.downtime_limit_ms = a.sla.downtime_limit_ms().round() as u64;
-    cfg.cap = Duration::from_secs_f64(a.cap / 1000.0);
+    cfg.cap = a.cap;
     cfg
 }
 

@@ -3,65 +3,7 @@
 
 use crate::opspage::*;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    Idle,
-    Synthetic,
-    Redis,
-    Memcached,
-    Sqlite,
-    Gzip,
-    Xz,
-}
-
-impl Mode {
-    pub fn parse(s: &str) -> Option<Mode> {
-        Some(match s.to_ascii_lowercase().as_str() {
-            "idle" => Mode::Idle,
-            "synthetic" | "synth" => Mode::Synthetic,
-            "redis" => Mode::Redis,
-            "memcached" => Mode::Memcached,
-            "sqlite" | "sqlite3" => Mode::Sqlite,
-            "gzip" => Mode::Gzip,
-            "xz" => Mode::Xz,
-            _ => return None,
-        })
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Idle => "idle",
-            Mode::Synthetic => "synthetic",
-            Mode::Redis => "redis",
-            Mode::Memcached => "memcached",
-            Mode::Sqlite => "sqlite",
-            Mode::Gzip => "gzip",
-            Mode::Xz => "xz",
-        }
-    }
-    /// Code in the ops page's `mode` field.
-    pub fn code(self) -> u64 {
-        match self {
-            Mode::Idle => 0,
-            Mode::Synthetic => 1,
-            Mode::Redis => 2,
-            Mode::Memcached => 3,
-            Mode::Sqlite => 4,
-            Mode::Gzip => 5,
-            Mode::Xz => 6,
-        }
-    }
-    /// migsight `workload_type` code (CSAP seed mapping + migsight additions).
-    pub fn workload_type(self) -> u64 {
-        match self {
-            Mode::Idle => 0,
-            Mode::Synthetic => 1,
-            Mode::Memcached => 4,
-            Mode::Gzip | Mode::Xz => 7,
-            Mode::Redis => 9,
-            Mode::Sqlite => 10,
-        }
-    }
-}
+pub use migsight_opspage::Mode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pattern {

@@ -4,6 +4,11 @@ use std::io;
 use std::time::{Duration, Instant};
 
 /// xorshift64* — small, fast, good enough for workload generation.
+///
+/// Not `migsight_proto::rng::Rng`: this binary runs inside the guest as a
+/// small static executable with no dependency but libc (proto brings serde,
+/// tokio and csv), it draws in the hot loop of every dirtied page, and its
+/// stream is what the guests of the recorded lab data dirtied.
 #[derive(Clone)]
 pub struct Rng(u64);
 

@@ -3,7 +3,7 @@
 //! algorithms and folds side by side. Training and `eval` share both, so a
 //! row sits in the same fold whichever of them asks.
 
-use crate::rng::Rng;
+use migsight_proto::rng::Rng;
 
 /// Runs `f` over `jobs` on up to `threads` threads; results in job order.
 pub fn parallel_map<T: Sync, R: Send>(

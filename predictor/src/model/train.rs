@@ -12,8 +12,8 @@ use crate::domain::Domain;
 use crate::family::{median_of, FamilyKind, FitInput, Regressor, Transform};
 use crate::gbdt::{Base, Gbdt, GbdtParams};
 use crate::inputs::{self, INPUT_COUNT};
-use crate::rng::Rng;
 use crate::score;
+use migsight_proto::rng::Rng;
 use migsight_proto::{Algorithm, Feature, Metric};
 
 /// Fewest converged, labelled rows to fit a metric model with the chosen

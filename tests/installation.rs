@@ -2,6 +2,7 @@
 //! and `security`), the shipped configuration files, and `migsight install`
 //! / `uninstall` into a temporary root, all through the built binary.
 
+use migsight_qemu::process::skip_or_fail;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -28,10 +29,10 @@ fn train_lab_model(out: &Path) -> bool {
         .unwrap_or(0)
         == 0
     {
-        eprintln!(
-            "SKIPPED: no rows in {} to train a model from",
+        skip_or_fail(&format!(
+            "no rows in {} to train a model from",
             data.display()
-        );
+        ));
         return false;
     }
     let st = Command::new(BIN)
@@ -53,9 +54,7 @@ fn train_lab_model(out: &Path) -> bool {
 #[test]
 fn predictor_serves_a_socket_passed_by_systemd() {
     if !have("systemd-socket-activate") {
-        eprintln!(
-            "SKIPPED: systemd-socket-activate is not installed; socket activation was NOT tested"
-        );
+        skip_or_fail("socket activation needs systemd-socket-activate (Debian's systemd package; scripts/deps.sh)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -164,7 +163,9 @@ fn rendered_units(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn systemd_units_verify_and_are_hardened() {
     if !have("systemd-analyze") {
-        eprintln!("SKIPPED: systemd-analyze is not installed; the unit files were NOT verified");
+        skip_or_fail(
+            "verifying the units needs systemd-analyze (Debian's systemd package; scripts/deps.sh)",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
