@@ -71,6 +71,10 @@ pub struct AgentArgs {
     /// Skip QEMU's calc-dirty-rate cross-check.
     #[arg(long)]
     pub no_qemu_dirty_rate: bool,
+    /// libvirt connection asked about `libvirt:NAME` VMs (which algorithms
+    /// that libvirt can run on them).
+    #[arg(long, default_value = "qemu:///system")]
+    pub libvirt_uri: String,
 }
 
 impl Default for AgentArgs {
@@ -84,6 +88,7 @@ impl Default for AgentArgs {
             idle_timeout_s: 60,
             max_window_s: 600,
             no_qemu_dirty_rate: false,
+            libvirt_uri: "qemu:///system".into(),
         }
     }
 }
@@ -416,6 +421,17 @@ async fn profile_request(
         .clone()
         .expect("checked is_some");
     let mut report = result?;
+    if let migsight_proto::wire::VmRef::Libvirt(domain) = &p.vm {
+        let (uri, domain) = (state.args.libvirt_uri.clone(), domain.clone());
+        let qemu = tokio::task::spawn_blocking(move || libvirt_qemu_info(&uri, &domain, pid))
+            .await
+            .map_err(|e| {
+                ErrorReply::new(ErrorKind::Internal, format!("libvirt task failed: {e}"))
+            })?;
+        if qemu.is_some() {
+            report.qemu = qemu;
+        }
+    }
     // A joined run may have been asked for another bandwidth: VM_ptr is ours.
     report.features.set(
         Feature::VmPtr,
@@ -425,6 +441,30 @@ async fn profile_request(
         AfterProfile::Nothing => Ok(report),
         AfterProfile::Predict | AfterProfile::Recommend { .. } => {
             ask_predictor(&p, report, &state.args.predictor).await
+        }
+    }
+}
+
+/// What the libvirt at `uri` can run on `domain` (QEMU process `pid`): the
+/// QEMU binary's rules and libvirt's own, so the predictor only predicts
+/// what `migsight migrate libvirt:NAME` can realise. `None` (logged) when
+/// libvirt cannot be asked: the binary's view stands.
+fn libvirt_qemu_info(uri: &str, domain: &str, pid: u32) -> Option<migsight_proto::wire::QemuInfo> {
+    use migsight_libvirt::{DomainFacts, LibvirtSupport, Virsh};
+    let virsh = Virsh::new(uri);
+    let asked = DomainFacts::query(&virsh, domain).and_then(|facts| {
+        let args = crate::vm::cmdline(pid).unwrap_or_default();
+        let exe = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
+        let qemu = migsight_qemu::discovery::binary_version(&exe)
+            .ok()
+            .map(|v| migsight_qemu::HostSupport::from_version(v, &args));
+        LibvirtSupport::query(&virsh, qemu, Some(facts.accel()))
+    });
+    match asked {
+        Ok(s) => Some(s.info()),
+        Err(e) => {
+            tracing::warn!(uri, domain, error = %e, "cannot ask libvirt what it can run; using the QEMU binary's view");
+            None
         }
     }
 }

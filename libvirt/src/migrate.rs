@@ -148,7 +148,7 @@ pub fn migrate(
 
     let args = req.args();
     let command = virsh.describe(&args);
-    tracing::info!(%command, "starting the libvirt migration");
+    tracing::debug!(%command, "starting the libvirt migration");
     let start = Instant::now();
     let mut child = virsh
         .command(&args)
