@@ -373,6 +373,28 @@ async fn profile_request(
         .map_err(|e| ErrorReply::new(ErrorKind::Internal, format!("locate task failed: {e}")))?
         .map_err(|e: AgentError| e.to_reply())?;
     let pid = target.pid;
+    // libvirt owns the monitor: QEMU's dirty-rate cross-check goes through
+    // libvirt, over the profiling window.
+    let dirty_rate_started = match &p.vm {
+        migsight_proto::wire::VmRef::Libvirt(domain) if !state.args.no_qemu_dirty_rate => {
+            let (uri, domain, secs) = (
+                state.args.libvirt_uri.clone(),
+                domain.clone(),
+                (p.window_ms / 1000).max(1),
+            );
+            tokio::task::spawn_blocking(move || {
+                let virsh = migsight_libvirt::Virsh::new(&uri);
+                migsight_libvirt::domain::start_dirty_rate(&virsh, &domain, secs)
+                    .map_err(
+                        |e| tracing::info!(domain, error = %e, "no libvirt dirty-rate cross-check"),
+                    )
+                    .is_ok()
+            })
+            .await
+            .unwrap_or(false)
+        }
+        _ => false,
+    };
     // Join a running profile of the same VM, or start one.
     let mut rx = {
         let mut running = state.running.lock().unwrap();
@@ -423,14 +445,28 @@ async fn profile_request(
     let mut report = result?;
     if let migsight_proto::wire::VmRef::Libvirt(domain) = &p.vm {
         let (uri, domain) = (state.args.libvirt_uri.clone(), domain.clone());
-        let qemu = tokio::task::spawn_blocking(move || libvirt_qemu_info(&uri, &domain, pid))
-            .await
-            .map_err(|e| {
-                ErrorReply::new(ErrorKind::Internal, format!("libvirt task failed: {e}"))
-            })?;
+        let (qemu, rate) = tokio::task::spawn_blocking(move || {
+            let virsh = migsight_libvirt::Virsh::new(&uri);
+            // It was started with the window, so it ends about now.
+            let rate = dirty_rate_started
+                .then(|| {
+                    (0..15).find_map(|_| {
+                        let r = migsight_libvirt::domain::dirty_rate(&virsh, &domain).ok()?;
+                        if r.is_none() {
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                        r
+                    })
+                })
+                .flatten();
+            (libvirt_qemu_info(&uri, &domain, pid), rate)
+        })
+        .await
+        .map_err(|e| ErrorReply::new(ErrorKind::Internal, format!("libvirt task failed: {e}")))?;
         if qemu.is_some() {
             report.qemu = qemu;
         }
+        report.qemu_dirty_rate = report.qemu_dirty_rate.or(rate);
     }
     // A joined run may have been asked for another bandwidth: VM_ptr is ours.
     report.features.set(
