@@ -34,7 +34,7 @@ pub struct LibvirtSupport {
 }
 
 impl LibvirtSupport {
-    /// Asks libvirt over `virsh` for its version and `virsh migrate`'s
+    /// Asks libvirt over `virsh` for its daemon's version and `virsh migrate`'s
     /// options; `qemu` is what the running QEMU offers (its binary's version
     /// and command line), else the hypervisor version libvirt reports is
     /// used with `accel`.
@@ -43,7 +43,7 @@ impl LibvirtSupport {
         qemu: Option<HostSupport>,
         accel: Option<&str>,
     ) -> Result<LibvirtSupport, LibvirtError> {
-        let version = virsh.run(&["version"])?;
+        let version = virsh.run(&["version", "--daemon"])?;
         let (libvirt, hypervisor) = parse_version(&version)?;
         let help = virsh.run(&["migrate", "--help"])?;
         let qemu = match qemu {
