@@ -411,22 +411,23 @@ fn plan_and_migrate_a_libvirt_guest_between_two_real_libvirt_daemons() {
     );
 
     // The guest, a persistent domain on A (as operators' domains are).
-    let xml = Command::new("bash")
-        .arg(repo().join("scripts/libvirt/pair.sh"))
-        .args([
-            "domain-xml",
-            DOMAIN,
-            "256",
-            &s(&image.kernel),
-            &s(&image.initrd),
-            WORKLOAD,
-            &s(&dir.join("serial.log")),
-        ])
-        .output()
-        .unwrap();
-    assert!(xml.status.success());
+    let emulator = migsight_libvirt::domain::emulator_path(&migsight_qemu::process::binary())
+        .expect("the QEMU binary on PATH")
+        .display()
+        .to_string();
+    let xml = migsight_libvirt::domain::GuestDomain {
+        name: DOMAIN,
+        mem_mib: 256,
+        accel: "tcg",
+        kernel: &image.kernel,
+        initrd: &image.initrd,
+        cmdline: WORKLOAD,
+        serial_log: &dir.join("serial.log"),
+        emulator: &emulator,
+    }
+    .xml();
     let xml_path = dir.join("domain.xml");
-    std::fs::write(&xml_path, &xml.stdout).unwrap();
+    std::fs::write(&xml_path, xml).unwrap();
     virsh(&pair.a, &["define", &s(&xml_path)]);
     virsh(&pair.a, &["start", DOMAIN]);
     let facts = DomainFacts::query(&Virsh::new(&pair.a), DOMAIN).unwrap();

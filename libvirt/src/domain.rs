@@ -178,6 +178,98 @@ pub fn state(virsh: &Virsh, name: &str) -> Result<String, LibvirtError> {
     Ok(virsh.run(&["domstate", name])?.trim().to_string())
 }
 
+/// A diskless domain that direct-boots migsight's guest image (the lab's
+/// and the tests' guests): machine `pc`, one vCPU, serial to a file, no
+/// disks or network, so it migrates between any two libvirt hosts that see
+/// the kernel and initramfs at the same paths.
+#[derive(Debug, Clone)]
+pub struct GuestDomain<'a> {
+    pub name: &'a str,
+    pub mem_mib: u64,
+    /// `tcg` (domain type `qemu`) or `kvm`.
+    pub accel: &'a str,
+    pub kernel: &'a std::path::Path,
+    pub initrd: &'a std::path::Path,
+    /// Kernel command line (the workload's parameters).
+    pub cmdline: &'a str,
+    pub serial_log: &'a std::path::Path,
+    /// The QEMU binary libvirt starts.
+    pub emulator: &'a str,
+}
+
+impl GuestDomain<'_> {
+    /// The domain XML.
+    pub fn xml(&self) -> String {
+        let (name, mem_mib, accel, kernel, initrd, cmdline, serial_log, emulator) = (
+            self.name,
+            self.mem_mib,
+            self.accel,
+            self.kernel,
+            self.initrd,
+            self.cmdline,
+            self.serial_log,
+            self.emulator,
+        );
+        let e = |s: &str| {
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('\'', "&apos;")
+                .replace('"', "&quot;")
+        };
+        let (ty, cpu) = if accel == "kvm" {
+            ("kvm", "<cpu mode='host-passthrough'/>")
+        } else {
+            (
+                "qemu",
+                "<cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model></cpu>",
+            )
+        };
+        format!(
+            "<domain type='{ty}'>
+  <name>{name}</name>
+  <memory unit='MiB'>{mem_mib}</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{kernel}</kernel>
+    <initrd>{initrd}</initrd>
+    <cmdline>{cmdline}</cmdline>
+  </os>
+  {cpu}
+  <on_poweroff>destroy</on_poweroff>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>{emulator}</emulator>
+    <serial type='file'><source path='{serial}'/><target port='0'/></serial>
+    <controller type='usb' model='none'/>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+",
+            name = e(name),
+            kernel = e(&kernel.display().to_string()),
+            initrd = e(&initrd.display().to_string()),
+            cmdline = e(cmdline),
+            serial = e(&serial_log.display().to_string()),
+            emulator = e(emulator),
+        )
+    }
+}
+
+/// The absolute path of a QEMU binary (`<emulator>` must be one): `binary`
+/// itself when it has a `/`, else the first match on `PATH`.
+pub fn emulator_path(binary: &str) -> Option<std::path::PathBuf> {
+    if binary.contains('/') {
+        return Some(std::path::PathBuf::from(binary));
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(binary))
+        .find(|p| p.is_file())
+}
+
 /// Starts QEMU's own dirty-rate measurement through libvirt (`virsh
 /// domdirtyrate-calc`, page-sampling, which is safe under TCG and KVM
 /// alike): the cross-check the agent runs over QMP, for VMs whose monitor
@@ -242,6 +334,32 @@ mod tests {
         );
         assert!(g.memory_backing.is_empty() && g.dirty_ring.is_none());
         assert_eq!(g.find_pid(), None, "no uuid, no search");
+    }
+
+    #[test]
+    fn guest_xml_is_a_domain_libvirt_facts_read_back() {
+        let x = GuestDomain {
+            name: "g<1>",
+            mem_mib: 256,
+            accel: "tcg",
+            kernel: std::path::Path::new("/k"),
+            initrd: std::path::Path::new("/i"),
+            cmdline: "MODE=synthetic A='b'",
+            serial_log: std::path::Path::new("/tmp/s.log"),
+            emulator: "/usr/bin/qemu-system-x86_64",
+        }
+        .xml();
+        let f = DomainFacts::parse(&x).unwrap();
+        assert_eq!(
+            (f.name.as_str(), f.memory_kib, f.vcpus, f.accel()),
+            ("g<1>", 256 * 1024, 1, "tcg")
+        );
+        let doc = roxmltree::Document::parse(&x).unwrap();
+        let cmd = doc
+            .descendants()
+            .find(|n| n.has_tag_name("cmdline"))
+            .unwrap();
+        assert_eq!(cmd.text(), Some("MODE=synthetic A='b'"));
     }
 
     #[test]

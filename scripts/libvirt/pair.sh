@@ -4,7 +4,9 @@
 #
 #   bash scripts/libvirt/pair.sh start BASE   # prints the two connection URIs
 #   bash scripts/libvirt/pair.sh stop BASE    # destroys their guests, stops both, by PID
-#   bash scripts/libvirt/pair.sh domain-xml NAME MEM_MIB KERNEL INITRD APPEND SERIAL_LOG
+#
+# A guest for them: migsight_libvirt::domain::GuestDomain (the tests and
+# `migsight lab --via libvirt` define theirs with it).
 #
 # Each instance (BASE/a, BASE/b) has its own etc/run/lib/cache/log
 # directories, bind-mounted over /etc/libvirt, /run/libvirt, /var/lib/libvirt,
@@ -126,33 +128,7 @@ stop)
     stop_one "$base/a"
     stop_one "$base/b"
     ;;
-domain-xml)
-    [ $# -eq 7 ] || die "usage: pair.sh domain-xml NAME MEM_MIB KERNEL INITRD APPEND SERIAL_LOG"
-    esc() { sed -e 's/&/\&amp;/g' -e 's/</\&lt;/g' -e 's/>/\&gt;/g' -e "s/'/\&apos;/g" -e 's/"/\&quot;/g' <<<"$1"; }
-    cat <<XML
-<domain type='qemu'>
-  <name>$(esc "$2")</name>
-  <memory unit='MiB'>$3</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>$(esc "$4")</kernel>
-    <initrd>$(esc "$5")</initrd>
-    <cmdline>$(esc "$6")</cmdline>
-  </os>
-  <cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model></cpu>
-  <on_poweroff>destroy</on_poweroff>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <emulator>$(command -v qemu-system-x86_64)</emulator>
-    <serial type='file'><source path='$(esc "$7")'/><target port='0'/></serial>
-    <controller type='usb' model='none'/>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-XML
-    ;;
 *)
-    die "usage: pair.sh start BASE | stop BASE | domain-xml NAME MEM_MIB KERNEL INITRD APPEND SERIAL_LOG"
+    die "usage: pair.sh start BASE | stop BASE"
     ;;
 esac
