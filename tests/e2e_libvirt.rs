@@ -14,7 +14,8 @@
 //!    migrate the guest back and forth, each row's TT/DT/TD equal to
 //!    libvirt's completed job stats (`domjobinfo --completed
 //!    --keep-completed` on the source), `via` = libvirt;
-//! 5. the rows train together with the lab's data.
+//! 5. `migsight lab --via libvirt` records a paired group through libvirt;
+//! 6. all those rows train together with the lab's data.
 //!
 //! Needs root, libvirt (`scripts/deps.sh`), QEMU 10 and the guest image;
 //! under `scripts/test.sh` a missing piece is a failure, by hand a loud
@@ -549,7 +550,55 @@ fn plan_and_migrate_a_libvirt_guest_between_two_real_libvirt_daemons() {
         std::mem::swap(&mut src, &mut dst);
     }
 
-    // 5. The closed loop: the rows train with the lab's data.
+    // 5. The lab through libvirt (a paired group of its own), with this
+    // guest out of the way.
+    for uri in [&pair.a, &pair.b] {
+        let _ = Virsh::new(uri).run(&["destroy", DOMAIN]);
+    }
+    let lab_csv = dir.join("lab-libvirt.csv");
+    let (ok, _, err) = run(&[
+        "lab",
+        "--via",
+        "libvirt",
+        "--libvirt-from",
+        &pair.a,
+        "--libvirt-to",
+        &pair.b,
+        "--libvirt-migrate-host",
+        "127.0.0.1",
+        "--quick",
+        "--samples",
+        "2",
+        "--algorithms",
+        "precopy,multifd",
+        "--window",
+        WINDOW,
+        "--warmup",
+        "1s",
+        "--out",
+        &s(&lab_csv),
+        "--runs-dir",
+        &s(&dir.join("lab-runs")),
+    ]);
+    assert!(ok, "lab --via libvirt: {err}");
+    let lab = migsight_proto::csv::read_path(&lab_csv).unwrap();
+    assert_eq!(lab.samples.len(), 2);
+    let group = lab.samples[0].group_id.clone();
+    for row in &lab.samples {
+        assert_eq!(row.extra("via"), Some("libvirt"));
+        assert!(row.did_converge(), "{row:?}");
+        assert_eq!(row.group_id, group, "one paired group");
+        assert!(row.label(Metric::TT).is_some() && row.label(Metric::TD).is_some());
+    }
+    for uri in [&pair.a, &pair.b] {
+        let left = virsh(uri, &["list", "--all", "--name"]);
+        assert!(
+            !left.contains("s1-g"),
+            "the lab left a domain on {uri}: {left}"
+        );
+    }
+
+    // 6. The closed loop: the rows train with the lab's data.
     let model2 = dir.join("model2.msm");
     let (ok, _, err) = run(&[
         "train",
@@ -557,6 +606,8 @@ fn plan_and_migrate_a_libvirt_guest_between_two_real_libvirt_daemons() {
         &s(&data),
         "--data",
         &s(&outcomes),
+        "--data",
+        &s(&lab_csv),
         "--out",
         &s(&model2),
     ]);

@@ -9,6 +9,10 @@
 //! booting (≈5 s), and every row of a group starts from the same state, as in
 //! the seeds' 512-migration dataset.
 
+#[path = "runner_libvirt.rs"]
+mod via_libvirt;
+pub use via_libvirt::LibvirtLab;
+
 use crate::rng::Rng;
 use crate::workload::{Ranges, Workload};
 use anyhow::{anyhow, bail, Context, Result};
@@ -62,6 +66,8 @@ pub struct LabConfig {
     pub ranges: Ranges,
     /// Where QEMU sockets and snapshots live while a group runs.
     pub runs_dir: PathBuf,
+    /// Through libvirt instead of QMP (`--via libvirt`).
+    pub libvirt: Option<LibvirtLab>,
 }
 
 /// What a run did.
@@ -233,6 +239,9 @@ impl GroupCtx<'_> {
         cancel: &AtomicBool,
         mut emit: impl FnMut(&Sample, Algorithm, usize) -> Result<()>,
     ) -> Result<()> {
+        if let Some(lv) = &self.cfg.libvirt {
+            return self.run_libvirt(lv, algorithms, cancel, emit);
+        }
         let state = self.cfg.runs_dir.join(format!("{}.state", self.group_id));
         let _cleanup = RemoveOnDrop(state.clone());
         let ops_page = {
