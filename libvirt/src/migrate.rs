@@ -163,12 +163,30 @@ pub fn migrate(
     let mut seen = Seen::default();
     let mut aborted_at_cap = false;
     let mut interrupted = false;
+    let mut last_abort: Option<Instant> = None;
+    // A `virsh migrate` that never returns (a libvirt or network hang past
+    // what the cap's abort can end) is killed and its job aborted.
+    let hard_limit = cfg.cap * 2 + Duration::from_secs(600);
     let status = loop {
         if let Some(st) = child.try_wait().map_err(|e| LibvirtError::Command {
             command: command.clone(),
             message: e.to_string(),
         })? {
             break st;
+        }
+        if start.elapsed() > hard_limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = virsh.run(&["domjobabort", &req.domain]);
+            let ending = Ending::Failed(format!(
+                "virsh migrate did not return within {hard_limit:?}; killed it and aborted the job"
+            ));
+            return Ok(Ran {
+                outcome: jobstats::outcome(&ending, &seen, cfg, start.elapsed()),
+                completed: None,
+                stats_from: "",
+                command,
+            });
         }
         if let Ok(s) = virsh
             .run(&["domjobinfo", &req.domain, "--rawstats"])
@@ -182,9 +200,14 @@ pub fn migrate(
         }
         let over_cap = start.elapsed() > cfg.cap;
         let stop = cancel.load(Ordering::Relaxed);
-        if (stop || over_cap) && !aborted_at_cap && !interrupted {
+        let retry = match last_abort {
+            Some(t) => t.elapsed() > Duration::from_secs(5),
+            None => true,
+        };
+        if (stop || over_cap) && !aborted_at_cap && !interrupted && retry {
             // Past a post-copy switch-over libvirt refuses the abort: the
-            // migration then runs to its end.
+            // migration then runs to its end (tried again every 5 s).
+            last_abort = Some(Instant::now());
             match virsh.run(&["domjobabort", &req.domain]) {
                 Ok(_) => {
                     if stop {
