@@ -54,4 +54,7 @@ step "cargo build (tests, binaries)"
 cargo test --workspace --no-run --quiet
 
 step "cargo test"
+# Fuzz targets (proto/tests/fuzz.rs, predictor/tests/fuzz.rs) run this many
+# seconds each (about a minute in all).
+export MIGSIGHT_FUZZ_SECONDS="${MIGSIGHT_FUZZ_SECONDS:-3}"
 cargo test --workspace

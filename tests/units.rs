@@ -373,3 +373,100 @@ fn daemons_start_from_config_files() {
         let _ = c.wait();
     }
 }
+
+/// The predictor unit's `ExecReload` line, run as systemd would run it
+/// (`$MAINPID` substituted): it succeeds when the new model loads, and fails
+/// and says why when the file is refused, while the daemon keeps serving
+/// the old model. The units also bound memory and tasks.
+#[test]
+fn systemctl_reload_fails_when_the_new_model_is_refused() {
+    let unit = std::fs::read_to_string(repo().join("systemd/migsight-predictor.service")).unwrap();
+    for key in ["MemoryMax=", "TasksMax="] {
+        assert!(unit.contains(key), "predictor unit lacks {key}");
+        let agent = std::fs::read_to_string(repo().join("systemd/migsight-agent.service")).unwrap();
+        assert!(agent.contains(key), "agent unit lacks {key}");
+    }
+    let reload = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecReload="))
+        .expect("an ExecReload line");
+    assert!(reload.contains("$MAINPID"), "{reload}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (good, live, socket) = (d.join("good.msm"), d.join("model.msm"), d.join("p.sock"));
+    if !train_lab_model(&good) {
+        return;
+    }
+    std::fs::copy(&good, &live).unwrap();
+    let config = d.join("predictor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "model = \"{}\"\nsocket = \"{}\"\nthreads = 1\n",
+            live.display(),
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new(BIN)
+        .args(["predictor", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !socket.exists() {
+        assert!(t0.elapsed().as_secs() < 30, "the predictor did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let exec_reload = || {
+        let line = reload
+            .replace("/usr/local/bin/migsight", BIN)
+            .replace(
+                "/etc/migsight/predictor.toml",
+                &config.display().to_string(),
+            )
+            .replace("$MAINPID", &daemon.id().to_string());
+        let argv: Vec<&str> = line.split_whitespace().collect();
+        Command::new(argv[0]).args(&argv[1..]).output().unwrap()
+    };
+    let ok = exec_reload();
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(out.contains("loaded"), "{out}");
+    // A refused file: the reload fails, naming why.
+    std::fs::write(&live, b"MIGSMDL\nnot a model at all").unwrap();
+    let bad = exec_reload();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success(),
+        "a refused model must fail the reload"
+    );
+    assert!(
+        err.contains("refused") && err.contains("model.msm"),
+        "{err}"
+    );
+    // The daemon serves on, with the old model.
+    let served = Command::new(BIN)
+        .args(["predict", "--socket"])
+        .arg(&socket)
+        .arg("--features")
+        .arg(repo().join("examples/features.json"))
+        .args(["--bandwidth", "1Gbit", "--json"])
+        .output()
+        .unwrap();
+    assert!(daemon.try_wait().unwrap().is_none(), "the predictor died");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(
+        served.status.success(),
+        "{}",
+        String::from_utf8_lossy(&served.stderr)
+    );
+}

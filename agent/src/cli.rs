@@ -17,16 +17,19 @@
 //!   message carries the profiled features as JSON, so the profiling is not
 //!   lost; ask again with `AfterProfile::Nothing` to get the report itself.
 //!
-//! Hostile input cannot take it down: frames over 1 MiB are refused before
-//! allocation (typed error, then the connection is closed, as its framing is
-//! lost), undecodable requests get a typed error and the connection stays
-//! usable, idle connections time out, and at most `--max-connections` are
-//! served at once. SIGTERM/SIGINT stop it gracefully (running profiles are
-//! cancelled, the socket file is removed).
+//! Hostile input cannot take it down: connections are handled by
+//! `migsight_proto::serve` (at most `--max-connections`, the longest-waiting
+//! closed to make room and `Busy` only when all are serving; idle, read and
+//! write deadlines; request buffers that grow as bytes arrive, within a
+//! memory budget), frames over 1 MiB are refused before allocation (typed
+//! error, then the connection is closed, as its framing is lost), and
+//! undecodable requests get a typed error and the connection stays usable.
+//! SIGTERM/SIGINT stop it gracefully (running profiles are cancelled, the
+//! socket file is removed).
 
 use crate::error::AgentError;
 use crate::profile::{profile, ProfileConfig};
-use migsight_proto::frame::{self, FrameError};
+use migsight_proto::serve::Limits;
 use migsight_proto::wire::{
     self, AfterProfile, Client, ClientError, ErrorKind, ErrorReply, Health, PredictRequest,
     ProfileReport, ProfileRequest, RecommendRequest, Request, RequestBody, Response,
@@ -39,8 +42,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::net::UnixListener;
+use tokio::sync::watch;
 
 /// Options of `migsight agent`.
 #[derive(clap::Args, Debug, Clone)]
@@ -59,13 +62,24 @@ pub struct AgentArgs {
     /// fraction of the pages and reports a standard error. 0 turns it off.
     #[arg(long, default_value_t = migsight_agent_census_share())]
     pub census_share: f64,
-    /// Most client connections served at once.
+    /// Most client connections open at once; when full, the one waiting
+    /// longest for its client is closed to make room (a newcomer gets `Busy`
+    /// only when every connection is being served, e.g. 32 profiles running).
     #[arg(long, default_value_t = 32)]
     pub max_connections: usize,
-    /// Close a connection idle (or stalled mid-frame) for this many seconds.
+    /// Close a connection with no request for this many seconds.
     #[arg(long, default_value_t = 60)]
     pub idle_timeout_s: u64,
-    /// Longest profiling window accepted, seconds.
+    /// A request must arrive whole within this many seconds of its first byte.
+    #[arg(long, default_value_t = 10)]
+    pub read_timeout_s: u64,
+    /// A client must take its reply within this many seconds.
+    #[arg(long, default_value_t = 10)]
+    pub write_timeout_s: u64,
+    /// MiB that request buffers may hold in all, beyond 4 KiB per connection.
+    #[arg(long, default_value_t = 4)]
+    pub request_memory_mib: usize,
+    /// Longest profiling window accepted, seconds (at most 86400).
     #[arg(long, default_value_t = 600)]
     pub max_window_s: u64,
     /// Skip QEMU's calc-dirty-rate cross-check.
@@ -86,6 +100,9 @@ impl Default for AgentArgs {
             census_share: migsight_agent_census_share(),
             max_connections: 32,
             idle_timeout_s: 60,
+            read_timeout_s: 10,
+            write_timeout_s: 10,
+            request_memory_mib: 4,
             max_window_s: 600,
             no_qemu_dirty_rate: false,
             libvirt_uri: "qemu:///system".into(),
@@ -97,9 +114,31 @@ fn migsight_agent_census_share() -> f64 {
     crate::profile::CENSUS_SHARE
 }
 
+/// Longest `--max-window-s`: a day (a window is also a client's wait).
+pub const MAX_WINDOW_S: u64 = 86_400;
+
 impl AgentArgs {
-    /// Rejects budgets that would make profiling meaningless or unbounded.
+    /// The connection limits these flags set.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            idle_timeout: Duration::from_secs(self.idle_timeout_s),
+            read_timeout: Duration::from_secs(self.read_timeout_s),
+            write_timeout: Duration::from_secs(self.write_timeout_s),
+            request_memory: self.request_memory_mib.saturating_mul(1 << 20),
+        }
+    }
+
+    /// Rejects budgets and limits that would make profiling meaningless or
+    /// unbounded, naming the key.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.limits().validate().map_err(anyhow::Error::msg)?;
+        if !(1..=MAX_WINDOW_S).contains(&self.max_window_s) {
+            anyhow::bail!(
+                "max_window_s must be between 1 and {MAX_WINDOW_S} seconds, got {}",
+                self.max_window_s
+            );
+        }
         if !(self.cpu_budget.is_finite() && self.cpu_budget > 0.0 && self.cpu_budget <= 1.0) {
             anyhow::bail!(
                 "cpu_budget must be in (0, 1] (a fraction of one core per GiB), got {}",
@@ -131,6 +170,10 @@ pub fn run(a: AgentArgs) -> anyhow::Result<()> {
     let listener = bind(&a.socket)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Each connection being served runs at most one blocking task (a
+        // profile, or locating its VM); past 32 at once they queue. The
+        // unit's TasksMax=64 counts these threads with the workers.
+        .max_blocking_threads(a.max_connections.clamp(1, 32))
         .enable_all()
         .build()?;
     rt.block_on(async move {
@@ -194,42 +237,23 @@ pub async fn serve(
         cancel: Arc::new(AtomicBool::new(false)),
         args,
     });
-    let conns = Arc::new(Semaphore::new(state.args.max_connections.max(1)));
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            acc = listener.accept() => {
-                let (stream, _) = match acc {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                match conns.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        let st = state.clone();
-                        tokio::spawn(async move {
-                            connection(stream, st).await;
-                            drop(permit);
-                        });
-                    }
-                    Err(_) => {
-                        tracing::warn!("connection limit reached; refusing a client");
-                        tokio::spawn(async move {
-                            let mut s = stream;
-                            let r = Response::Error(ErrorReply::new(ErrorKind::Internal, "too many connections; try again later"));
-                            let _ = tokio::time::timeout(Duration::from_secs(2), frame::write_frame(&mut s, &r)).await;
-                        });
-                    }
+    let limits = state.args.limits();
+    let st = state.clone();
+    let handler = move |payload: migsight_proto::frame::Payload| {
+        let st = st.clone();
+        async move {
+            match wire::decode_request(&payload) {
+                Err(reply) => {
+                    tracing::warn!(kind = ?reply.kind, "bad request: {}", reply.message);
+                    Response::Error(reply)
                 }
+                Ok(req) => handle(req, &st).await,
             }
         }
-    }
+    };
+    // Returns when `shutdown` resolves, dropping (closing) the listener.
+    migsight_proto::serve::serve(listener, limits, handler, shutdown).await;
     state.cancel.store(true, Ordering::Relaxed);
-    drop(listener);
     let _ = std::fs::remove_file(&socket);
     // Give running profiles a moment to notice the cancellation.
     let t = Instant::now();
@@ -238,53 +262,6 @@ pub async fn serve(
     }
     tracing::info!("migsight agent stopped");
     Ok(())
-}
-
-async fn connection(mut stream: UnixStream, state: Arc<State>) {
-    let idle = Duration::from_secs(state.args.idle_timeout_s.max(1));
-    loop {
-        let payload = match tokio::time::timeout(idle, frame::read_frame(&mut stream)).await {
-            Err(_) => {
-                tracing::debug!("closing idle connection");
-                return;
-            }
-            Ok(Ok(None)) => return,
-            Ok(Ok(Some(p))) => p,
-            Ok(Err(FrameError::TooLarge { len, max })) => {
-                tracing::warn!(len, "oversize frame; closing the connection");
-                let r = Response::Error(ErrorReply::new(
-                    ErrorKind::BadRequest,
-                    format!("frame of {len} bytes exceeds the {max}-byte limit"),
-                ));
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    frame::write_frame(&mut stream, &r),
-                )
-                .await;
-                return;
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "connection dropped mid-frame");
-                return;
-            }
-        };
-        let resp = match wire::decode_request(&payload) {
-            Err(reply) => {
-                tracing::warn!(kind = ?reply.kind, "bad request: {}", reply.message);
-                Response::Error(reply)
-            }
-            Ok(req) => handle(req, &state).await,
-        };
-        match tokio::time::timeout(
-            Duration::from_secs(30),
-            frame::write_frame(&mut stream, &resp),
-        )
-        .await
-        {
-            Ok(Ok(())) => {}
-            _ => return,
-        }
-    }
 }
 
 async fn handle(req: Request, state: &Arc<State>) -> Response {
@@ -297,6 +274,7 @@ async fn handle(req: Request, state: &Arc<State>) -> Response {
                 protocol: wire::PROTOCOL_VERSION,
                 ready,
                 uptime_s: state.started.elapsed().as_secs_f64(),
+                last_reload: None,
             })
         }
         RequestBody::Profile(p) => match profile_request(p, state).await {
@@ -337,7 +315,7 @@ fn validate(p: &ProfileRequest, max_window_s: u64) -> Result<(), ErrorReply> {
             p.window_ms, p.interval_ms
         ));
     }
-    if p.window_ms > max_window_s * 1000 {
+    if p.window_ms > max_window_s.saturating_mul(1000) {
         return bad(format!(
             "window_ms {} exceeds the agent's limit of {} s",
             p.window_ms, max_window_s
@@ -505,6 +483,9 @@ fn libvirt_qemu_info(uri: &str, domain: &str, pid: u32) -> Option<migsight_proto
     }
 }
 
+/// Longest wait for the predictor after a profile, retries included.
+const PREDICTOR_TIMEOUT: Duration = Duration::from_secs(60);
+
 async fn ask_predictor(
     p: &ProfileRequest,
     mut report: ProfileReport,
@@ -525,9 +506,26 @@ async fn ask_predictor(
         _ => RequestBody::Predict(predict),
     };
     let features_json = serde_json::to_string(&report.features).unwrap_or_default();
+    // A predictor at its connection limit answers `Busy` at once: try
+    // again with a growing pause (the profile is too costly to lose to a
+    // moment's load), within the one deadline.
     let call = async {
-        let mut c = Client::connect(path).await?;
-        c.call(body).await
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let attempt = async {
+                let mut c = Client::connect(path).await?;
+                c.set_timeout(Some(PREDICTOR_TIMEOUT));
+                c.call(body.clone()).await
+            };
+            match attempt.await {
+                Err(ClientError::Server(e)) if e.kind == ErrorKind::Busy => {
+                    tracing::debug!("predictor busy; retrying in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
     };
     let fail = |kind: ErrorKind, why: String| {
         tracing::warn!(predictor = %path.display(), "predictor failed: {why}");
@@ -536,10 +534,21 @@ async fn ask_predictor(
             format!("{why}; the profiled features were: {features_json}"),
         )
     };
-    match tokio::time::timeout(Duration::from_secs(60), call).await {
+    match tokio::time::timeout(PREDICTOR_TIMEOUT, call).await {
         Err(_) => Err(fail(
             ErrorKind::PredictorUnavailable,
-            format!("predictor at {} did not answer within 60 s", path.display()),
+            format!(
+                "predictor at {} did not answer within {} s",
+                path.display(),
+                PREDICTOR_TIMEOUT.as_secs()
+            ),
+        )),
+        Ok(Err(ClientError::Timeout { after, .. })) => Err(fail(
+            ErrorKind::PredictorUnavailable,
+            format!(
+                "predictor at {} did not answer within {after:?}",
+                path.display()
+            ),
         )),
         Ok(Err(ClientError::Server(e))) => {
             Err(fail(e.kind, format!("predictor error: {}", e.message)))
@@ -569,6 +578,22 @@ mod tests {
     use super::AgentArgs;
 
     #[test]
+    fn a_huge_window_is_a_bad_request_not_an_overflow() {
+        use migsight_proto::wire::{AfterProfile, ProfileRequest, VmRef};
+        let p = ProfileRequest {
+            vm: VmRef::Pid(1),
+            window_ms: u64::MAX,
+            interval_ms: 1000,
+            bandwidth_bps: 1e8,
+            downtime_limit_ms: 300.0,
+            then: AfterProfile::Nothing,
+        };
+        let e = super::validate(&p, 600).unwrap_err();
+        assert_eq!(e.kind, migsight_proto::wire::ErrorKind::BadRequest);
+        assert!(super::validate(&p, u64::MAX).is_ok());
+    }
+
+    #[test]
     fn budgets_out_of_range_are_refused_by_name() {
         assert!(AgentArgs::default().validate().is_ok());
         for (budget, share, name) in [
@@ -585,6 +610,35 @@ mod tests {
             };
             let e = a.validate().unwrap_err().to_string();
             assert!(e.contains(name), "{e}");
+        }
+        // A window limit that overflows when counted in ms, and connection
+        // limits out of range, are refused by name.
+        let e = AgentArgs {
+            max_window_s: 18_446_744_073_709_552,
+            ..AgentArgs::default()
+        };
+        assert!(e
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_window_s"));
+        for (a, name) in [
+            (
+                AgentArgs {
+                    max_connections: 0,
+                    ..AgentArgs::default()
+                },
+                "max_connections",
+            ),
+            (
+                AgentArgs {
+                    write_timeout_s: 0,
+                    ..AgentArgs::default()
+                },
+                "write_timeout_s",
+            ),
+        ] {
+            assert!(a.validate().unwrap_err().to_string().contains(name));
         }
         // 0 turns the census off; it is not an error.
         let off = AgentArgs {

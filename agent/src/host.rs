@@ -258,7 +258,9 @@ impl NetMonitor {
             tx += counter(iface, "tx_bytes").unwrap_or(t0).saturating_sub(t0);
         }
         let bits = rx.max(tx) as f64 * 8.0;
-        (bits / secs.max(1e-3) / self.speed_bps * 100.0).max(0.0)
+        // A tap's nominal speed is a convention (10 Mbit/s for virtio taps):
+        // traffic above it is saturation, not more than 100 %.
+        (bits / secs.max(1e-3) / self.speed_bps * 100.0).clamp(0.0, 100.0)
     }
 }
 

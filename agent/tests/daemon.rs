@@ -216,6 +216,7 @@ async fn fake_predictor(path: PathBuf) {
                         protocol: migsight_proto::wire::PROTOCOL_VERSION,
                         ready: true,
                         uptime_s: 0.0,
+                        last_reload: None,
                     }),
                     RequestBody::Predict(pr) => {
                         assert!(pr.features.get(Feature::VmPdr).is_some());
@@ -224,6 +225,7 @@ async fn fake_predictor(path: PathBuf) {
                             downtime_limit_ms: pr.downtime_limit_ms,
                             algorithms: vec![],
                             not_predicted: vec![],
+                            out_of_domain: vec![],
                             missing_features: vec![],
                             model_family: "fake".into(),
                         })

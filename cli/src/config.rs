@@ -21,6 +21,9 @@ use std::path::Path;
 /// Subcommands that accept `--config`.
 pub const CONFIG_SUBCOMMANDS: [&str; 2] = ["agent", "predictor"];
 
+/// Flags a config file may not set.
+const COMMAND_LINE_ONLY: [&str; 1] = ["reload"];
+
 /// A value of the flat TOML subset.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -164,12 +167,23 @@ pub fn to_flags(
     let mut flags = Vec::new();
     for (key, value, line) in entries {
         let long = key.replace('_', "-");
+        // `reload` makes `migsight predictor` signal a running daemon
+        // instead of serving: in the file, it would stop the unit from
+        // ever starting one.
+        if COMMAND_LINE_ONLY.contains(&long.as_str()) && known.contains(&long) {
+            bail!("{file}, line {line}: {key:?} belongs on the command line (the unit's ExecReload), not in a config file");
+        }
         if long == "config" || !known.contains(&long) {
             bail!(
                 "{file}, line {line}: unknown key {key:?} (known: {})",
                 known
                     .iter()
-                    .filter(|k| *k != "config" && *k != "help" && *k != "version")
+                    .filter(|k| {
+                        *k != "config"
+                            && *k != "help"
+                            && *k != "version"
+                            && !COMMAND_LINE_ONLY.contains(&k.as_str())
+                    })
                     .map(|k| k.replace('-', "_"))
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -335,6 +349,12 @@ allow = ["a", "b"]
                 "b"
             ]
         );
+        let e = parse("reload = 42\n", "p.toml").unwrap();
+        let with_reload = [known.clone(), vec!["reload".to_string()]].concat();
+        let err = to_flags(&e, "p.toml", &with_reload, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("command line"), "{err}");
         let e = parse("sockett = \"x\"\n", "agent.toml").unwrap();
         let err = to_flags(&e, "agent.toml", &known, &[])
             .unwrap_err()

@@ -27,6 +27,9 @@ pub struct PredictArgs {
     /// Predictor daemon socket.
     #[arg(long, default_value = migsight_predictor::server::DEFAULT_SOCKET, conflicts_with = "model")]
     pub socket: PathBuf,
+    /// Longest wait for the daemon's answer, e.g. 10s, 500ms.
+    #[arg(long, default_value = "10s", conflicts_with = "model")]
+    pub timeout: String,
     /// Predict in-process from this model file instead of asking the daemon.
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -76,6 +79,13 @@ fn source_qemu(a: &PredictArgs) -> Option<QemuInfo> {
 pub fn run(a: PredictArgs) -> anyhow::Result<()> {
     let features = migsight_predictor::data::read_features_json(&a.features)?;
     let bandwidth_bps = units::parse_bandwidth(&a.bandwidth)?;
+    let timeout_ms = units::parse_duration_ms(&a.timeout)?;
+    anyhow::ensure!(
+        timeout_ms > 0.0 && timeout_ms <= 86_400_000.0,
+        "--timeout must be between 1 ms and 24 h, got {}",
+        a.timeout
+    );
+    let timeout = std::time::Duration::from_secs_f64(timeout_ms / 1000.0);
     let downtime_limit_ms = a.sla.downtime_limit_ms();
     anyhow::ensure!(downtime_limit_ms > 0.0, "--downtime-limit must be positive");
     let sla = a.sla.sla();
@@ -104,6 +114,7 @@ pub fn run(a: PredictArgs) -> anyhow::Result<()> {
                         "{e} (is the predictor running? `migsight predictor --model FILE`; or pass --model FILE)"
                     )
                 })?;
+                c.set_timeout(Some(timeout));
                 match c.call(RequestBody::Recommend(req)).await {
                     Ok(Response::Recommendation(r)) => Ok(r),
                     Ok(other) => anyhow::bail!("unexpected reply from the predictor: {other:?}"),

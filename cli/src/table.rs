@@ -99,6 +99,15 @@ pub fn recommendation_table(rec: &Recommendation) -> String {
         );
     }
     let _ = writeln!(s, "{}", rec.reason);
+    if !rec.prediction.out_of_domain.is_empty() {
+        let _ = writeln!(
+            s,
+            "OUTSIDE THE TRAINING DATA (intervals widened; treat the figures as extrapolation):"
+        );
+        for o in &rec.prediction.out_of_domain {
+            let _ = writeln!(s, "  - {o}");
+        }
+    }
     if !rec.meets_sla {
         let _ = writeln!(
             s,
@@ -190,6 +199,9 @@ mod tests {
                     algorithm: Algorithm::Compress,
                     unavailable: Some("removed in QEMU 9.1".into()),
                 }],
+                out_of_domain: vec![
+                    "VM_size 65536 MiB is 77.5× the largest VM in training (846 MiB)".into(),
+                ],
                 missing_features: vec![migsight_proto::Feature::VmPmuInstr],
                 model_family: "gbdt".into(),
             },
@@ -228,6 +240,10 @@ mod tests {
         assert!(t.contains("xbzrle has the lowest total time."));
         assert!(t.contains("drives total time up"));
         assert!(t.contains("VM_pmu_instr"));
+        assert!(
+            t.contains("OUTSIDE THE TRAINING DATA") && t.contains("77.5× the largest VM"),
+            "{t}"
+        );
         assert!(
             t.lines().any(|l| l.trim_start().starts_with("compress")
                 && l.contains("unavailable: removed in QEMU 9.1")),

@@ -159,7 +159,7 @@ impl LabArgs {
 pub fn run(args: LabArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.report {
         let d = migsight_proto::csv::read_path(path)?;
-        print!("{}", crate::report::render(&d));
+        migsight_proto::write_stdout(&crate::report::render(&d))?;
         return Ok(());
     }
     let cancel = migsight_qemu::cancel::flag();

@@ -22,7 +22,7 @@ use migsight_agent::vm::{cmdline, other_vms, VmTarget};
 use migsight_proto::csv::{CsvAppender, Sample};
 use migsight_proto::feature::MIB;
 use migsight_proto::record::record_columns;
-use migsight_proto::{Algorithm, Feature, Metric};
+use migsight_proto::{Algorithm, Metric};
 use migsight_qemu::driver::{self, MigrationConfig};
 use migsight_qemu::image::GuestImage;
 use migsight_qemu::outcome::{build_row, CpuReading, Measured, Meter, RowContext};
@@ -383,7 +383,6 @@ impl GroupCtx<'_> {
             qemu_version,
             accel: self.cfg.accel.name().into(),
             guest_mem_mib: Some(self.mem_mib),
-            window_ms: Some(self.cfg.window.as_millis() as u64),
             workload_type: Some(self.workload.mode.workload_type().code()),
             workload: self.workload.mode.name().into(),
             workload_params: self.workload.describe(),
@@ -393,18 +392,12 @@ impl GroupCtx<'_> {
                 .image
                 .sha256_of("initramfs.cpio.gz")
                 .unwrap_or_default(),
-            qemu_dirty_rate: report.qemu_dirty_rate,
-            pdr_std_error: report
-                .errors
-                .iter()
-                .find(|e| e.feature == Feature::VmPdr)
-                .map(|e| e.std_error),
-            dirtied: report.dirtied.clone(),
-            sampled_pages: Some(report.sampled_pages),
-            cpu_budget: Some(report.cpu_budget),
+            // The configured window, as the lab has always recorded it.
+            window_ms: Some(self.cfg.window.as_millis() as u64),
             group_id: self.group_id.clone(),
             via: "qmp".into(),
             other_vms: Some(others),
+            ..RowContext::from_profile(&report)
         };
         Ok(build_row(
             &report.features,

@@ -22,7 +22,7 @@ use migsight_libvirt::migrate::{self as lvm, Request};
 use migsight_libvirt::support::applied_bandwidth_bps;
 use migsight_libvirt::{DomainFacts, LibvirtSupport, Virsh};
 use migsight_proto::csv::Sample;
-use migsight_proto::{Algorithm, Feature};
+use migsight_proto::Algorithm;
 use migsight_qemu::driver::MigrationConfig;
 use migsight_qemu::outcome::{build_row, CpuReading, Measured, Meter, RowContext};
 use migsight_qemu::HostSupport;
@@ -242,18 +242,10 @@ impl GroupCtx<'_> {
                 .image
                 .sha256_of("initramfs.cpio.gz")
                 .unwrap_or_default(),
-            qemu_dirty_rate: report.qemu_dirty_rate,
-            pdr_std_error: report
-                .errors
-                .iter()
-                .find(|e| e.feature == Feature::VmPdr)
-                .map(|e| e.std_error),
-            dirtied: report.dirtied.clone(),
-            sampled_pages: Some(report.sampled_pages),
-            cpu_budget: Some(report.cpu_budget),
             group_id: self.group_id.clone(),
             via: "libvirt".into(),
             other_vms: Some(others),
+            ..RowContext::from_profile(&report)
         };
         Ok(build_row(
             &report.features,

@@ -175,9 +175,14 @@ fn main() {
         server::bind(&socket, None).unwrap()
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let srv = rt.spawn(server::serve(listener, state, async move {
-        let _ = stop_rx.await;
-    }));
+    let srv = rt.spawn(server::serve(
+        listener,
+        state,
+        server::DEFAULT_LIMITS,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
     let clients = 16;
     let per_client = if quick { 300 } else { 2000 };
     let payload = frame::encode(&Request::new(RequestBody::Recommend(rec))).unwrap();

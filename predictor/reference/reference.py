@@ -2,9 +2,9 @@
 """scikit-learn reference for `migsight eval`, on the very same folds.
 
 Input: the CSV written by `migsight eval --folds-out FILE` (row, algorithm,
-fold, group, converged, the 14 CSAP features and 6 composed features, then the
-six labels TT DT TD PERF CPU MEM). For every algorithm x metric it runs, on the
-converged rows with that label and exactly the folds in the file:
+qemu, fold, group, converged, the 14 CSAP features and 6 composed features,
+then the six labels TT DT TD PERF CPU MEM). For every algorithm x metric it
+runs, on the converged rows with that label and exactly the folds in the file:
 
   sklearn-hgb  HistGradientBoostingRegressor() with default settings on raw targets
   sklearn-svr  the CSAP seed's pipeline: StandardScaler on X and y,
@@ -12,8 +12,10 @@ converged rows with that label and exactly the folds in the file:
                max_features=0.8) (plus median imputation, which the seed's
                complete data did not need)
 
-and prints `model,algorithm,metric,n,gMRE,MRE,MAE,p90_abs,coverage` with the
-seed's evaluate() definitions (coverage is empty: no intervals).
+and prints `model,qemu,algorithm,metric,n,gMRE,MRE,MAE,p90_abs,coverage` with
+the seed's evaluate() definitions (coverage is empty: no intervals), like
+`migsight eval`: pooled over QEMU releases (`all`), then per release when the
+file has several (the predictions are the same; only the rows scored differ).
 
 --fit-times prints, to stderr, `fit,MODEL,SECONDS`: one fit of every
 algorithm x metric on all its rows (what `cargo bench` times for migsight).
@@ -32,7 +34,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
-ALGORITHMS = ["precopy", "auto-converge", "xbzrle", "compress", "postcopy"]
+ALGORITHMS = ["precopy", "auto-converge", "xbzrle", "compress", "postcopy",
+              "multifd", "multifd-zstd", "postcopy-preempt", "dirty-limit"]
 METRICS = ["TT", "DT", "TD", "PERF", "CPU", "MEM"]
 
 
@@ -47,7 +50,7 @@ def load(path):
     for r in rows[1:]:
         x = [float(v) if v != "" else math.nan for v in r[first_in:first_label]]
         y = {m: (float(r[first_label + k]) if r[first_label + k] != "" else None) for k, m in enumerate(METRICS)}
-        data.append({"alg": r[1], "fold": int(r[2]), "conv": r[4] == "1", "x": x, "y": y})
+        data.append({"alg": r[1], "qemu": r[2], "fold": int(r[3]), "conv": r[5] == "1", "x": x, "y": y})
     X = np.array([d["x"] for d in data], dtype=float)
     keep = ~np.all(np.isnan(X), axis=0)  # columns with data, as migsight does
     for d, xr in zip(data, X[:, keep]):
@@ -113,7 +116,9 @@ def main():
     models = [m for m in a.models.split(",") if m]
     out = csv.writer(sys.stdout, lineterminator="\n")
     if not a.no_cv:
-        out.writerow(["model", "algorithm", "metric", "n", "gMRE", "MRE", "MAE", "p90_abs", "coverage"])
+        out.writerow(["model", "qemu", "algorithm", "metric", "n", "gMRE", "MRE", "MAE", "p90_abs", "coverage"])
+    releases = sorted({d["qemu"] for d in data})
+    scopes = ["all"] + (releases if len(releases) > 1 else [])
     cv_seconds = {m: 0.0 for m in models}
     fit_seconds = {m: 0.0 for m in models}
     for name in models:
@@ -141,8 +146,13 @@ def main():
                     m = MODELS[name]().fit(X[tr], y[tr])
                     pred[te] = m.predict(X[te])
                 cv_seconds[name] += time.perf_counter() - t
-                n, gmre, mre, mae, p90 = stats(metric, pred, y)
-                out.writerow([name, alg, metric, n, fmt(gmre, 4), fmt(mre, 4), fmt(mae, 3), fmt(p90, 3), ""])
+                qemu = np.array([d["qemu"] for d in rows])
+                for scope in scopes:
+                    sel = np.ones(len(rows), bool) if scope == "all" else qemu == scope
+                    if not sel.any():
+                        continue
+                    n, gmre, mre, mae, p90 = stats(metric, pred[sel], y[sel])
+                    out.writerow([name, scope, alg, metric, n, fmt(gmre, 4), fmt(mre, 4), fmt(mae, 3), fmt(p90, 3), ""])
     for name in models:
         if not a.no_cv:
             print(f"cv,{name},{cv_seconds[name]:.3f}", file=sys.stderr)

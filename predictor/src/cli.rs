@@ -25,6 +25,41 @@ pub struct ServeArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Most connections open at once; when full, the one waiting longest
+    /// for its client is closed to make room (a newcomer gets `Busy` only
+    /// when every connection is being served).
+    #[arg(long, default_value_t = crate::server::DEFAULT_LIMITS.max_connections)]
+    pub max_connections: usize,
+    /// Close a connection with no request for this many seconds.
+    #[arg(long, default_value_t = crate::server::DEFAULT_LIMITS.idle_timeout.as_secs())]
+    pub idle_timeout_s: u64,
+    /// A request must arrive whole within this many seconds of its first byte.
+    #[arg(long, default_value_t = crate::server::DEFAULT_LIMITS.read_timeout.as_secs())]
+    pub read_timeout_s: u64,
+    /// A client must take its reply within this many seconds.
+    #[arg(long, default_value_t = crate::server::DEFAULT_LIMITS.write_timeout.as_secs())]
+    pub write_timeout_s: u64,
+    /// MiB that request buffers may hold in all, beyond 4 KiB per connection.
+    #[arg(long, default_value_t = crate::server::DEFAULT_LIMITS.request_memory >> 20)]
+    pub request_memory_mib: usize,
+    /// Do not serve: make the predictor running as process PID reload its
+    /// model (SIGHUP), wait for the outcome over `--socket`, and exit
+    /// non-zero if the file was refused (the units' `ExecReload`).
+    #[arg(long, value_name = "PID")]
+    pub reload: Option<u32>,
+}
+
+impl ServeArgs {
+    /// The connection limits these flags set.
+    pub fn limits(&self) -> migsight_proto::serve::Limits {
+        migsight_proto::serve::Limits {
+            max_connections: self.max_connections,
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_s),
+            read_timeout: std::time::Duration::from_secs(self.read_timeout_s),
+            write_timeout: std::time::Duration::from_secs(self.write_timeout_s),
+            request_memory: self.request_memory_mib.saturating_mul(1 << 20),
+        }
+    }
 }
 
 /// Train models from CSAP-schema CSV files.
@@ -42,9 +77,15 @@ pub struct TrainArgs {
     /// Model family: gbdt (default), svr, linear, analytic.
     #[arg(long, default_value = "gbdt")]
     pub family: FamilyKind,
-    /// Restrict the inputs (comma-separated input names, or raw/composed/analytic).
+    /// Restrict the inputs (comma-separated input names, or raw/composed/analytic):
+    /// raw features not named are dropped from the data and derived inputs
+    /// recomputed without them; the physical baselines always stay.
     #[arg(long, value_delimiter = ',')]
     pub features: Vec<String>,
+    /// Leave out rows with impossible labels (counted and shown) instead of
+    /// failing on the first one.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
     #[command(flatten)]
     pub fit: FitArgs,
 }
@@ -99,8 +140,14 @@ pub struct EvalArgs {
         default_value = "gbdt,svr,linear,analytic"
     )]
     pub models: Vec<FamilyKind>,
+    /// Folds of the cross-validation (at most one per paired group).
     #[arg(long, default_value_t = 10)]
     pub folds: usize,
+    /// Instead of folds: train on the rows outside this region and score the
+    /// rows inside it, e.g. 'VM_size>=1024', 'VM_ptr>=100', 'DIRTY.RATIO>=0.5'
+    /// (extrapolation; paired groups stay whole).
+    #[arg(long, value_name = "EXPR", value_parser = holdout)]
+    pub holdout: Option<eval::Holdout>,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// table, csv or json.
@@ -113,6 +160,9 @@ pub struct EvalArgs {
     /// its interval and P(converges)) here, to look at errors row by row.
     #[arg(long)]
     pub predictions_out: Option<PathBuf>,
+    /// Leave out rows with impossible labels instead of failing on the first one.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
     /// Objective for recommendation quality (default: every objective).
     #[arg(long)]
     pub objective: Option<Objective>,
@@ -180,26 +230,61 @@ fn gbdt_params(a: &FitArgs) -> anyhow::Result<crate::gbdt::GbdtParams> {
     })
 }
 
-fn allowed_inputs(features: &[String]) -> anyhow::Result<Vec<usize>> {
+/// What `--features` selects: the raw features the rows keep (`None`: all
+/// of them) and the input columns the models may split on.
+///
+/// Raw features not named are dropped from the data, as if the files had no
+/// such column, and every derived input (composed features, analytic
+/// series, the baselines) is recomputed from those that remain. Derived
+/// inputs are all allowed unless some are named (`composed`, `analytic`,
+/// `A.TT`, …), then only those. The physical baselines are never inputs
+/// and never dropped (`inputs::baseline`).
+pub struct Selection {
+    pub raw: Option<Vec<migsight_proto::Feature>>,
+    pub allowed: Vec<usize>,
+}
+
+fn select_inputs(features: &[String]) -> anyhow::Result<Selection> {
     if features.is_empty() {
-        return Ok((0..inputs::INPUT_COUNT).collect());
+        return Ok(Selection {
+            raw: None,
+            allowed: inputs::default_allowed(),
+        });
     }
-    let mut out = Vec::new();
+    let mut cols = Vec::new();
     for f in features {
-        let cols = inputs::resolve(f).with_context(|| {
+        cols.extend(inputs::resolve(f).with_context(|| {
             format!(
                 "unknown input {f:?}; known: raw, composed, analytic, {}",
-                (0..inputs::INPUT_COUNT)
+                inputs::default_allowed()
+                    .into_iter()
                     .map(inputs::name)
                     .collect::<Vec<_>>()
                     .join(", ")
             )
-        })?;
-        out.extend(cols);
+        })?);
     }
-    out.sort_unstable();
-    out.dedup();
-    Ok(out)
+    cols.sort_unstable();
+    cols.dedup();
+    let is_raw = |c: &usize| *c < migsight_proto::Feature::COUNT;
+    let raw: Vec<migsight_proto::Feature> = cols
+        .iter()
+        .filter(|c| is_raw(c))
+        .map(|&c| migsight_proto::Feature::ALL[c])
+        .collect();
+    let derived_named = cols.iter().any(|c| !is_raw(c));
+    let allowed = if derived_named {
+        cols
+    } else {
+        inputs::default_allowed()
+            .into_iter()
+            .filter(|c| !is_raw(c) || cols.contains(c))
+            .collect()
+    };
+    Ok(Selection {
+        raw: (!raw.is_empty()).then_some(raw),
+        allowed,
+    })
 }
 
 macro_rules! outln {
@@ -211,33 +296,69 @@ macro_rules! outln {
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
 pub fn write_stdout(s: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut o = std::io::stdout().lock();
-    match o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
-    }
+    Ok(migsight_proto::write_stdout(s)?)
 }
 
 pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    if let Some(pid) = a.reload {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let r = rt.block_on(crate::server::reload_and_wait(
+            &a.socket,
+            pid,
+            std::time::Duration::from_secs(60),
+        ))?;
+        return write_stdout(&format!("predictor: {}\n", r.message));
+    }
+    let limits = a.limits();
+    limits.validate().map_err(anyhow::Error::msg)?;
+    // The unit's TasksMax=32 counts these, the blocking threads and main.
+    anyhow::ensure!(
+        (1..=16).contains(&a.threads),
+        "threads must be between 1 and 16, got {}",
+        a.threads
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(a.threads.max(1))
+        .worker_threads(a.threads)
+        // Blocking threads only load models (SIGHUP), one at a time; the
+        // unit's TasksMax counts every thread.
+        .max_blocking_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(crate::server::run(&a.model, &a.socket, a.group.as_deref()))
+    rt.block_on(crate::server::run(
+        &a.model,
+        &a.socket,
+        a.group.as_deref(),
+        limits,
+    ))
 }
 
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
-    let data = Data::load(&a.data)?;
+    let mut data = Data::load_with(&a.data, a.skip_bad_rows)?;
+    if data.bad_rows > 0 {
+        eprintln!(
+            "train: skipped {} rows with impossible labels (--skip-bad-rows), e.g.:\n  {}",
+            data.bad_rows,
+            data.bad_examples.join("\n  ")
+        );
+    }
     anyhow::ensure!(
         !data.rows.is_empty(),
         "no usable rows (with a capability) in the data"
     );
+    let selection = select_inputs(&a.features)?;
+    if let Some(raw) = &selection.raw {
+        data.restrict(raw);
+    }
     let mut opts = TrainOptions::new(a.family, a.seed);
-    opts.allowed = allowed_inputs(&a.features)?;
+    opts.allowed = selection.allowed;
     opts.threads = a.fit.threads.max(1);
     opts.gbdt = a.fit.gbdt()?;
     let model = Model::train(&data, &opts);
+    model
+        .check_usable()
+        .map_err(|why| anyhow::anyhow!("{why}; no model written to {}", a.out.display()))?;
     model.save(&a.out)?;
     let mut out = String::new();
     outln!(
@@ -319,13 +440,32 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     write_stdout(&out)
 }
 
+fn holdout(s: &str) -> Result<eval::Holdout, String> {
+    eval::Holdout::parse(s)
+}
+
 pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
-    let data = Data::load(&a.data)?;
+    let mut data = Data::load_with(&a.data, a.skip_bad_rows)?;
+    let selection = select_inputs(&a.features)?;
+    if let Some(raw) = &selection.raw {
+        data.restrict(raw);
+    }
     anyhow::ensure!(
         !data.rows.is_empty(),
         "no usable rows (with a capability) in the data"
     );
     anyhow::ensure!(a.folds >= 2, "--folds must be at least 2");
+    let groups = {
+        let mut g: Vec<&str> = data.rows.iter().map(|r| r.group.as_str()).collect();
+        g.sort_unstable();
+        g.dedup();
+        g.len()
+    };
+    anyhow::ensure!(
+        a.holdout.is_some() || a.folds <= groups,
+        "--folds {} is more than the {groups} paired groups in the data (a fold needs a group to hold out)",
+        a.folds
+    );
     let sla = parse_sla(
         a.max_downtime.as_deref(),
         a.max_time.as_deref(),
@@ -334,9 +474,12 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
     )?;
     let opts = EvalOptions {
         models: a.models.clone(),
-        folds: a.folds,
+        split: match &a.holdout {
+            Some(h) => eval::Split::Holdout(h.clone()),
+            None => eval::Split::Folds(a.folds),
+        },
         seed: a.seed,
-        allowed: allowed_inputs(&a.features)?,
+        allowed: selection.allowed,
         sla,
         objectives: a
             .objective
@@ -356,7 +499,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     for (m, s) in &report.train_seconds {
-        eprintln!("eval: {m}: {s:.2} s training over {} folds", report.folds);
+        eprintln!("eval: {m}: {s:.2} s training ({})", report.split);
     }
     match a.format.as_str() {
         "table" => write_stdout(&eval::to_table(&report, &sla))?,

@@ -66,22 +66,39 @@ pub fn regret(metric: Metric, value: f64, best: f64) -> f64 {
     }
 }
 
+/// The extra source CPU, in points of a core, that a CPU pick's loss
+/// counts as bad as a migration that did not converge.
+pub const CPU_LOSS_POINTS: f64 = CPU_LOSS_SCALE;
+const CPU_LOSS_SCALE: f64 = 10.0;
+
+/// The extra source memory, in MiB, that a MEM pick's loss counts as bad
+/// as a migration that did not converge.
+pub const MEM_LOSS_MIB: f64 = 64.0;
+
 /// A group's loss for a feasible pick: its relative regret, capped at 1 (as
-/// bad as a pick that did not converge).
-fn loss(metric: Metric, value: f64, best: f64) -> f64 {
-    regret(metric, value, best).min(1.0)
+/// bad as a pick that did not converge); for CPU the regret in points of a
+/// core over [`CPU_LOSS_POINTS`], capped at 1.
+pub fn loss(metric: Metric, value: f64, best: f64) -> f64 {
+    match metric {
+        Metric::CPU => (regret(metric, value, best) / CPU_LOSS_POINTS).min(1.0),
+        Metric::MEM => (regret(metric, value, best) / MEM_LOSS_MIB).min(1.0),
+        _ => regret(metric, value, best).min(1.0),
+    }
 }
 
-/// Whether an objective gets a rule: only those with a relative regret,
-/// which the loss can weigh against a migration that does not converge.
-/// For CPU (points of a core) there is no such common scale: with one core
-/// = a failed migration, the rule learned "post-copy unless 10–50 % better"
-/// and raised the CPU regret by 0.7–1.4 points in eval (821 and 942 rows,
-/// seeds 42 and 7) while non-converging picks fell in one of the four runs
-/// only (4.2 → 1.8 %).
+/// Whether an objective gets a rule: not MEM (a few MiB either way).
 fn has_rule(objective: Objective) -> bool {
-    !matches!(objective.metric().0, Metric::CPU | Metric::MEM)
+    objective.metric().0 != Metric::MEM
 }
+
+/// Whether `metric`'s margins are absolute (points of a core for CPU: its
+/// values sit near zero, where a share means nothing) rather than shares.
+fn absolute_margin(metric: Metric) -> bool {
+    matches!(metric, Metric::CPU | Metric::MEM)
+}
+
+/// Candidate margins in points of a core, for CPU.
+pub const MARGINS_POINTS: [f64; 9] = [0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, f64::INFINITY];
 
 /// Whether a row can be judged for `needed` metrics: a converged row must
 /// have each label (a missing one — e.g. a post-copy downtime QEMU
@@ -126,14 +143,18 @@ pub struct Outcome {
     pub p_converge: f64,
 }
 
-/// How much better (a share of the default's value) candidate `c` is predicted than `d`.
-fn advantage(c: &Candidate, d: &Candidate, lower_better: bool) -> f64 {
+/// How much better candidate `c` is predicted than `d`: a share of `d`'s
+/// value, or (for [`absolute_margin`] metrics) the difference itself.
+fn advantage(c: &Candidate, d: &Candidate, objective: Objective) -> f64 {
+    let (metric, lower_better) = objective.metric();
     let gain = if lower_better {
         d.value - c.value
     } else {
         c.value - d.value
     };
-    if d.value != 0.0 {
+    if absolute_margin(metric) {
+        gain
+    } else if d.value != 0.0 {
         gain / d.value.abs()
     } else if gain > 0.0 {
         f64::INFINITY
@@ -152,7 +173,7 @@ pub fn prefer_default(
     cands: &[Candidate],
     default: Option<usize>,
     margin: f64,
-    lower_better: bool,
+    objective: Objective,
 ) -> (Vec<usize>, bool) {
     let mut out = ranked.to_vec();
     let (Some(&top), Some(d)) = (ranked.first(), default) else {
@@ -162,7 +183,7 @@ pub fn prefer_default(
         || recommend::tier(&cands[top]) != 0
         || recommend::tier(&cands[d]) != 0
         || cands[d].p < cands[top].p - P_SLACK
-        || advantage(&cands[top], &cands[d], lower_better) > margin
+        || advantage(&cands[top], &cands[d], objective) > margin
     {
         return (out, false);
     }
@@ -230,15 +251,20 @@ pub fn learn(outcomes: &[Outcome]) -> Vec<FallbackRule> {
                         .collect();
                     let ranked = recommend::order(&cands, lower_better);
                     let d = default.and_then(|a| g.iter().position(|o| o.algorithm == a));
-                    let (ranked, _) = prefer_default(&ranked, &cands, d, margin, lower_better);
+                    let (ranked, _) = prefer_default(&ranked, &cands, d, margin, objective);
                     loss[ranked[0]]
                 })
                 .collect()
         };
         // Each group's loss under every default × margin, and the model's.
+        let margins = if absolute_margin(metric) {
+            MARGINS_POINTS
+        } else {
+            MARGINS
+        };
         let table: Vec<Vec<Vec<f64>>> = Algorithm::ALL
             .iter()
-            .map(|&a| MARGINS.iter().map(|&mg| losses_of(Some(a), mg)).collect())
+            .map(|&a| margins.iter().map(|&mg| losses_of(Some(a), mg)).collect())
             .collect();
         let model = losses_of(None, 0.0);
         let n = model.len();
@@ -284,7 +310,7 @@ pub fn learn(outcomes: &[Outcome]) -> Vec<FallbackRule> {
         out.push(FallbackRule {
             objective,
             default: Algorithm::ALL[a],
-            margin: if helps { MARGINS[mi] } else { 0.0 },
+            margin: if helps { margins[mi] } else { 0.0 },
             groups: n as u64,
             loss_model: mean(&model),
             loss_rule: if helps { mean(&nested) } else { mean(&model) },
@@ -386,18 +412,25 @@ mod tests {
         assert_eq!(ranked[0], 0);
         // 0.97 vs 0.95 is a 2.1 % advantage.
         assert_eq!(
-            prefer_default(&ranked, &cands, Some(1), 0.05, false).0[0],
+            prefer_default(&ranked, &cands, Some(1), 0.05, Objective::Performance).0[0],
             1
         );
         assert_eq!(
-            prefer_default(&ranked, &cands, Some(1), 0.01, false).0[0],
+            prefer_default(&ranked, &cands, Some(1), 0.01, Objective::Performance).0[0],
             0
         );
         // A default unlikely to converge is never forced.
         let cands = [c(0.99, 0.97), c(0.5, 0.95)];
         let ranked = recommend::order(&cands, false);
         assert_eq!(
-            prefer_default(&ranked, &cands, Some(1), f64::INFINITY, false).0[0],
+            prefer_default(
+                &ranked,
+                &cands,
+                Some(1),
+                f64::INFINITY,
+                Objective::Performance
+            )
+            .0[0],
             0
         );
         // Too few groups: no rule.

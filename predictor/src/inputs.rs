@@ -13,7 +13,7 @@ use migsight_proto::{Algorithm, ComposedFeatures, Feature, FeatureVector};
 use serde::{Deserialize, Serialize};
 
 /// Number of input columns.
-pub const INPUT_COUNT: usize = Feature::COUNT + 6 + 1 + 10;
+pub const INPUT_COUNT: usize = Feature::COUNT + 6 + 1 + 13;
 
 /// Index of the first composed feature.
 pub const COMPOSED_START: usize = Feature::COUNT;
@@ -47,6 +47,18 @@ pub const TD_TIME: usize = DOWNTIME_LIMIT + 9;
 /// and rate-limits multifd-zstd's uncompressed bytes, 10.0 the compressed
 /// ones; 9.1 removed `compress`), so one model serves every version.
 pub const QEMU_MAJOR: usize = DOWNTIME_LIMIT + 10;
+/// Index of ln(ms) of the physical baseline of total time ([`baseline`]).
+/// The baselines are not inputs the trees split on: they are the scale the
+/// TT/DT/TD models correct (`ln y − ln baseline`), so predictions keep
+/// scaling with the memory to send and the bandwidth outside the training
+/// range, whatever subset of inputs a model was given.
+pub const B_TT: usize = DOWNTIME_LIMIT + 11;
+/// Index of ln(ms) of the downtime baseline.
+pub const B_DT: usize = DOWNTIME_LIMIT + 12;
+/// Index of ln(bytes) of the transferred-data baseline.
+pub const B_TD: usize = DOWNTIME_LIMIT + 13;
+/// The baseline columns: always computed, never masked, never split on.
+pub const BASELINES: [usize; 3] = [B_TT, B_DT, B_TD];
 
 /// One input column, self-described in the model file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,7 +70,7 @@ pub struct InputSpec {
 
 /// Name of input column `i`.
 pub fn name(i: usize) -> &'static str {
-    const EXTRA: [&str; 11] = [
+    const EXTRA: [&str; 14] = [
         "downtime_limit_ms",
         "A.TT",
         "A.DT",
@@ -70,6 +82,9 @@ pub fn name(i: usize) -> &'static str {
         "S.TD",
         "TD.TIME",
         "qemu_major",
+        "B.TT",
+        "B.DT",
+        "B.TD",
     ];
     if i < Feature::COUNT {
         Feature::ALL[i].column()
@@ -83,7 +98,7 @@ pub fn name(i: usize) -> &'static str {
 /// Unit of input column `i`.
 pub fn unit(i: usize) -> &'static str {
     const COMPOSED: [&str; 6] = ["MiB", "MiB", "MiB", "MiB", "MiB/s", "MiB"];
-    const EXTRA: [&str; 11] = [
+    const EXTRA: [&str; 14] = [
         "ms",
         "ln(ms)",
         "ln(ms)",
@@ -95,6 +110,9 @@ pub fn unit(i: usize) -> &'static str {
         "ln(bytes)",
         "ln(ms)",
         "version",
+        "ln(ms)",
+        "ln(ms)",
+        "ln(bytes)",
     ];
     if i < Feature::COUNT {
         Feature::ALL[i].unit()
@@ -122,8 +140,18 @@ pub fn description(i: usize) -> &'static str {
         S_TD => "transferred data of the series with saturating dirtying",
         TD_TIME => "the model's transferred-data prediction over the bandwidth (TT only)",
         QEMU_MAJOR => "major version of the source QEMU",
+        B_TT => "baseline of total time: the saturating series with documented fallbacks (working set = VM size, dirty rate = 0); the scale TT is corrected from, not an input",
+        B_DT => "baseline of downtime (same series); the scale DT is corrected from, not an input",
+        B_TD => "baseline of transferred data (same series); the scale TD is corrected from, not an input",
         _ => "composed feature (see migsight_proto::ComposedFeatures)",
     }
+}
+
+/// Every input column a model may split on (all but the baselines).
+pub fn default_allowed() -> Vec<usize> {
+    (0..INPUT_COUNT)
+        .filter(|i| !BASELINES.contains(i))
+        .collect()
 }
 
 /// All input specs.
@@ -158,14 +186,62 @@ fn compressed_share(entropy: Option<f64>) -> f64 {
     entropy.unwrap_or(1.0).clamp(0.05, 1.0)
 }
 
-/// The analytic estimate used for `algorithm`'s inputs.
+/// What `algorithm` does to the pre-copy series ([`analytic::Dynamics`]),
+/// from the features that say it:
 ///
-/// Post-copy and post-copy with preemption: one pass plus the pages dirtied
-/// meanwhile. `multifd-zstd` on QEMU ≥ 9 (or an unknown version): the
-/// pre-copy series over the compressed pages, since those are what QEMU
-/// sends, counts and rate-limits there; on older QEMU (7.2 measured) it
-/// counts and meters the uncompressed bytes, so plain pre-copy. Everything
-/// else, `multifd` included (its channels share `max-bandwidth`): pre-copy.
+/// - `auto-converge`: QEMU's throttle (20 %, +10 %, triggered above 50 %);
+/// - `xbzrle`: a re-sent page costs its modified bytes (`VM_mwpp` of 4,096,
+///   plus a tenth for the encoding and the pages the 64 MiB cache misses);
+///   absent `VM_mwpp`, whole pages;
+/// - `compress` (zlib) and `multifd-zstd` (on QEMU ≥ 9, or unknown): every
+///   page costs its compressed share, from the byte entropy
+///   ([`compressed_share`]) of the working set (re-sent pages) and of the
+///   rest (first pass). QEMU 7.2 counts and meters multifd-zstd's
+///   uncompressed bytes, so there it is plain pre-copy;
+/// - every other pre-copy algorithm, `multifd` included (its channels share
+///   `max-bandwidth`): plain.
+pub fn dynamics(
+    fv: &FeatureVector,
+    algorithm: Algorithm,
+    qemu_major: Option<f64>,
+) -> analytic::Dynamics {
+    let plain = analytic::Dynamics::PLAIN;
+    let compressed = || {
+        let hot = compressed_share(fv.get(Feature::VmWse));
+        let cold = compressed_share(fv.get(Feature::VmNwse));
+        let first = match (fv.get(Feature::VmSize), fv.get(Feature::VmWss)) {
+            (Some(size), Some(wss)) if size > 0.0 => {
+                let w = wss.min(size);
+                (w * hot + (size - w) * cold) / size
+            }
+            _ => cold,
+        };
+        analytic::Dynamics {
+            first_pass: first,
+            resend: hot,
+            throttle: None,
+        }
+    };
+    match algorithm {
+        Algorithm::AutoConverge => analytic::Dynamics {
+            throttle: Some(analytic::Throttle::QEMU),
+            ..plain
+        },
+        Algorithm::Xbzrle => analytic::Dynamics {
+            resend: fv
+                .get(Feature::VmMwpp)
+                .map_or(1.0, |m| (m / 4096.0 + 0.1).min(1.0)),
+            ..plain
+        },
+        Algorithm::Compress => compressed(),
+        Algorithm::MultifdZstd if qemu_major.is_none_or(|m| m >= 9.0) => compressed(),
+        _ => plain,
+    }
+}
+
+/// The analytic estimate used for `algorithm`'s inputs: post-copy's pass
+/// for the post-copy algorithms, else the pre-copy series with the
+/// algorithm's [`dynamics`].
 pub fn analytic_estimate(
     fv: &FeatureVector,
     algorithm: Algorithm,
@@ -177,26 +253,53 @@ pub fn analytic_estimate(
     let pdr = fv.get(Feature::VmPdr);
     let wss = fv.get(Feature::VmWss);
     let bw = fv.get(Feature::VmPtr);
-    match algorithm {
-        Algorithm::Postcopy | Algorithm::PostcopyPreempt => {
-            analytic::postcopy(size, pdr, wss, bw, dirtying)
-        }
-        Algorithm::MultifdZstd if qemu_major.is_none_or(|m| m >= 9.0) => {
-            let hot = compressed_share(fv.get(Feature::VmWse));
-            let cold = compressed_share(fv.get(Feature::VmNwse));
-            let size_v = size?;
-            let wss_v = wss.unwrap_or(size_v).min(size_v);
-            analytic::precopy(
-                Some(wss_v * hot + (size_v - wss_v) * cold),
-                pdr.map(|p| p * hot),
-                Some(wss_v * hot),
-                bw,
-                downtime_limit_ms,
-                dirtying,
-            )
-        }
-        _ => analytic::precopy(size, pdr, wss, bw, downtime_limit_ms, dirtying),
+    if algorithm.is_postcopy() {
+        return analytic::postcopy(size, pdr, wss, bw, dirtying);
     }
+    analytic::precopy_with(
+        size,
+        pdr,
+        wss,
+        bw,
+        downtime_limit_ms,
+        dirtying,
+        &dynamics(fv, algorithm, qemu_major),
+    )
+}
+
+/// The physical baseline of an algorithm's TT, DT and TD: the saturating
+/// series of [`analytic_estimate`] with a fallback for every input it needs
+/// except the VM size and the bandwidth, so that it exists whenever those
+/// two do:
+///
+/// - working set absent: the whole VM (every page may be re-sent);
+/// - dirty rate absent: 0 (one pass; the trees' correction, learned on rows
+///   that had it, carries the rest);
+/// - entropy absent (multifd-zstd): incompressible.
+///
+/// `None` without a VM size or a positive bandwidth (then the model's
+/// calibrated constant stands in, and the prediction says the size is missing).
+pub fn baseline(
+    fv: &FeatureVector,
+    algorithm: Algorithm,
+    downtime_limit_ms: f64,
+    qemu_major: Option<f64>,
+) -> Option<analytic::Estimate> {
+    let size = fv.get(Feature::VmSize)?;
+    let mut f = *fv;
+    if f.get(Feature::VmWss).is_none() {
+        f.set(Feature::VmWss, Some(size));
+    }
+    if f.get(Feature::VmPdr).is_none() {
+        f.set(Feature::VmPdr, Some(0.0));
+    }
+    analytic_estimate(
+        &f,
+        algorithm,
+        downtime_limit_ms,
+        analytic::Dirtying::Saturating,
+        qemu_major,
+    )
 }
 
 /// Builds the input row for `algorithm`. `fv`'s `VM_ptr` must already be the
@@ -243,6 +346,11 @@ pub fn row(
         if b > 0.0 {
             x[DIRTY_RATIO] = p / b;
         }
+    }
+    if let Some(e) = baseline(fv, algorithm, downtime_limit_ms, qemu_major) {
+        x[B_TT] = e.tt_ms.max(1e-3).ln();
+        x[B_DT] = e.dt_ms.max(1e-3).ln();
+        x[B_TD] = e.td_bytes.max(1.0).ln();
     }
     x
 }
@@ -297,6 +405,41 @@ mod tests {
         assert!(x[A_TT].is_finite());
         assert_eq!(x[A_CONV], 1.0);
         assert_eq!(x[QEMU_MAJOR], 10.0);
+    }
+
+    #[test]
+    fn the_baseline_exists_whenever_size_and_bandwidth_do() {
+        let fv = FeatureVector::new()
+            .with(Feature::VmSize, 1000.0)
+            .with(Feature::VmPtr, 100.0);
+        let x = row(&fv, Algorithm::Precopy, 300.0, None);
+        assert!(
+            x[A_TT].is_nan() && x[S_TT].is_nan(),
+            "no dirty rate: no series"
+        );
+        // One pass of 1000 MiB at 100 MiB/s: 10 s.
+        assert!(
+            (x[B_TT].exp() - 10_000.0).abs() < 100.0,
+            "{}",
+            x[B_TT].exp()
+        );
+        assert!((x[B_TD].exp() / 1048576.0 - 1000.0).abs() < 1.0);
+        // It scales with the VM: four times the memory, four times the data.
+        let big = row(
+            &fv.with(Feature::VmSize, 4000.0),
+            Algorithm::Precopy,
+            300.0,
+            None,
+        );
+        assert!(((big[B_TD] - x[B_TD]) - 4f64.ln()).abs() < 1e-3);
+        // Without a VM size there is no scale.
+        let none = row(
+            &FeatureVector::new().with(Feature::VmPtr, 100.0),
+            Algorithm::Precopy,
+            300.0,
+            None,
+        );
+        assert!(none[B_TT].is_nan());
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //!   versioned file format, prediction and recommendation.
 //! * [`family`]: the model families behind one trait — [`gbdt`] (default),
 //!   [`svr`] (the seed's bagged SVR), [`linear`], and the [`analytic`] series.
-//! * [`eval`]: k-fold cross-validation and recommendation quality.
+//! * [`eval`]: k-fold cross-validation, extrapolation holdouts and
+//!   recommendation quality.
+//! * [`domain`]: what a model was trained on and how far a request is outside.
 //! * [`server`]: the Unix-socket daemon.
 //! * [`cli`]: `migsight predictor|train|eval`.
 
@@ -13,6 +15,7 @@ pub mod analytic;
 pub mod cli;
 pub mod data;
 pub mod decision;
+pub mod domain;
 pub mod eval;
 pub mod explain;
 pub mod family;

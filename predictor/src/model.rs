@@ -3,6 +3,7 @@
 
 use crate::data::{self, Data, DataSource, Row};
 use crate::decision::Outcome;
+use crate::domain::{Domain, Excess};
 use crate::family::{median_of, FamilyKind, FitInput, Regressor, Transform};
 use crate::gbdt::{Base, Gbdt, GbdtParams};
 use crate::inputs::{self, InputSpec, INPUT_COUNT};
@@ -13,12 +14,12 @@ use migsight_proto::wire::{
     AlgorithmPrediction, AlgorithmSupport, CvScore, ErrorKind, ErrorReply, FallbackRule, Interval,
     ModelInfo, PredictRequest, Prediction, RecommendRequest, Recommendation,
 };
-use migsight_proto::{Algorithm, Feature, Metric};
+use migsight_proto::{Algorithm, Feature, FeatureVector, Metric};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Version of the model file layout. Bump on any incompatible change.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// First bytes of a model file.
 pub const MAGIC: &[u8; 8] = b"MIGSMDL\n";
 /// Nominal coverage of the prediction intervals.
@@ -53,7 +54,14 @@ pub enum LoadError {
     },
     #[error("{path}: model file is truncated or corrupt ({why})")]
     Corrupt { path: String, why: String },
+    #[error("{path}: {size} bytes is more than a model file may be ({max} bytes); not read")]
+    TooLarge { path: String, size: u64, max: u64 },
 }
+
+/// Largest model file [`Model::load`] reads: 64 MiB. A model trained on the
+/// 1,097-row lab set is 0.6 MiB; the cap keeps a SIGHUP onto a wrong file
+/// from making the daemon read and hold hundreds of MiB.
+pub const MAX_MODEL_BYTES: u64 = 64 << 20;
 
 /// Convergence: P(the migration completes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,6 +150,10 @@ impl Residuals {
             return 0.5;
         }
         let floor = 0.5 / (n + 1.0);
+        if t.is_nan() {
+            // A prediction that is not a number says nothing either way.
+            return 0.5;
+        }
         if t < s[0] {
             return floor;
         }
@@ -309,6 +321,29 @@ impl MetricModel {
         }
     }
 
+    /// [`MetricModel::predict_at`] with the interval widened for a row
+    /// `excess` outside the training range.
+    #[inline]
+    pub fn predict_wide(&self, x: &[f64], borderline: bool, excess: &[Excess]) -> MetricPrediction {
+        let p = self.predict_at(x, borderline);
+        if excess.is_empty() {
+            return p;
+        }
+        let w = crate::domain::widening(self.metric, excess);
+        let res = self.residuals_for(borderline);
+        let t = self.transform;
+        let floor = if self.metric.strictly_positive() {
+            1e-9
+        } else {
+            f64::NEG_INFINITY
+        };
+        MetricPrediction {
+            lo: t.inverse(p.z + res.lo - w).max(floor).min(p.value),
+            hi: t.inverse(p.z + res.hi + w).max(floor).max(p.value),
+            ..p
+        }
+    }
+
     /// P(outcome ≤ limit) (`upper`) or P(outcome ≥ limit), for a row in
     /// the `borderline` stratum or not.
     pub fn p_within(&self, z: f64, limit: f64, upper: bool, borderline: bool) -> f64 {
@@ -330,6 +365,8 @@ pub struct AlgorithmModel {
     pub algorithm: Algorithm,
     pub rows: u64,
     pub converged_rows: u64,
+    /// What its training rows covered; outside, intervals widen.
+    pub domain: Domain,
     pub converge: ConvergeModel,
     /// Indexed by [`Metric::index`].
     pub metrics: Vec<MetricModel>,
@@ -347,19 +384,28 @@ impl AlgorithmModel {
     ///
     /// Returns the six metrics and P(converges) (computed once: it also
     /// picks the stratum).
+    /// Outside the training rows' range, each interval widens by
+    /// [`crate::domain::widening`] in the transformed space.
     pub fn predict_metrics(&self, x: &mut [f64]) -> ([MetricPrediction; 6], f64) {
         let p_converge = self.p_converge(x);
         let borderline = crate::recommend::near_edge(p_converge);
-        let td = self.metrics[Metric::TD.index()].predict_at(x, borderline);
+        let excess = self.domain.excess(x);
+        let td = self.metrics[Metric::TD.index()].predict_wide(x, borderline, &excess);
         x[inputs::TD_TIME] = inputs::td_time(x, td.value);
         let metrics = std::array::from_fn(|m| {
             if m == Metric::TD.index() {
                 td
             } else {
-                self.metrics[m].predict_at(x, borderline)
+                self.metrics[m].predict_wide(x, borderline, &excess)
             }
         });
         (metrics, p_converge)
+    }
+
+    /// Whether the algorithm has enough rows to be predicted at all
+    /// ([`MIN_CALIBRATION_ROWS`] converged rows with a total time).
+    pub fn is_trained(&self) -> bool {
+        self.metrics[Metric::TT.index()].n >= MIN_CALIBRATION_ROWS as u64
     }
 
     pub fn p_converge(&self, x: &[f64]) -> f64 {
@@ -399,10 +445,18 @@ pub struct Model {
     pub inputs: Vec<InputSpec>,
     /// Indices into `inputs` the model was trained with (have data, allowed).
     pub inputs_used: Vec<usize>,
+    /// The raw features its rows were built from: a request's other features
+    /// are ignored, so its derived inputs and baselines are computed as in
+    /// training (a model of size, dirty rate and bandwidth only takes the
+    /// working set as the VM size in training and in serving alike).
+    pub raw_features: Vec<Feature>,
     pub sources: Vec<DataSource>,
     pub data_sha256: String,
     /// Rows per algorithm, CSAP order.
     pub rows: Vec<u64>,
+    /// What all the training rows covered (the messages of
+    /// `Prediction::out_of_domain`; each algorithm widens by its own).
+    pub domain: Domain,
     /// Nominal interval coverage.
     pub coverage: f64,
     pub algorithms: Vec<AlgorithmModel>,
@@ -431,7 +485,7 @@ impl TrainOptions {
         TrainOptions {
             family,
             seed,
-            allowed: (0..INPUT_COUNT).collect(),
+            allowed: inputs::default_allowed(),
             conformal_folds: 5,
             gbdt: GbdtParams::regression(),
             threads: std::thread::available_parallelism()
@@ -774,10 +828,15 @@ fn base_candidates(
     x: &[Vec<f64>],
     ys: &[f64],
 ) -> Vec<(TrainOptions, Transform)> {
-    let bases: &[Base] = match opts.gbdt.base {
-        Base::Affine => &[Base::Affine, Base::Scaled, Base::Median],
-        Base::Scaled => &[Base::Scaled, Base::Median],
-        Base::Median => &[Base::Median],
+    // TT and TD always keep a physical base (plain trees cannot leave the
+    // training range); DT may drop to the median, a downtime being mostly
+    // device state and the switch-over rule rather than memory.
+    let bases: &[Base] = match (opts.gbdt.base, metric) {
+        (Base::Affine, Metric::DT) => &[Base::Affine, Base::Scaled, Base::Median],
+        (Base::Affine, _) => &[Base::Affine, Base::Scaled],
+        (Base::Scaled, Metric::DT) => &[Base::Scaled, Base::Median],
+        (Base::Scaled, _) => &[Base::Scaled],
+        (Base::Median, _) => &[Base::Median],
     };
     let series_col = crate::family::base_column(metric, &opts.allowed, x);
     let (FamilyKind::Gbdt, true, Some(col)) = (opts.family, log, series_col) else {
@@ -815,13 +874,10 @@ pub fn selection_loss(metric: Metric, log: bool, d: f64) -> f64 {
     if !log {
         return d.abs();
     }
-    let floor = match metric {
-        Metric::TT => 0.013,
-        Metric::TD => 0.003,
-        Metric::DT => 0.18,
-        _ => return d.abs(),
-    };
-    (d.abs() + floor).ln()
+    match metric {
+        Metric::TT | Metric::TD | Metric::DT => (d.abs() + score::repeat_noise(metric)).ln(),
+        _ => d.abs(),
+    }
 }
 
 /// One candidate of the cross-fitted choice of base.
@@ -1007,6 +1063,7 @@ pub fn train_algorithm(
         algorithm,
         rows: rows.len() as u64,
         converged_rows: rows.iter().filter(|r| r.converged).count() as u64,
+        domain: Domain::of(rows),
         converge: train_converge(opts, algorithm, rows),
         metrics,
     };
@@ -1120,6 +1177,7 @@ impl Model {
             gbdt: opts.gbdt.clone(),
             conformal_folds: opts.conformal_folds as u64,
             inputs: inputs::specs(),
+            raw_features: data.raw_features(),
             inputs_used,
             sources: data.sources.clone(),
             data_sha256: data.sha256.clone(),
@@ -1127,12 +1185,43 @@ impl Model {
                 .iter()
                 .map(|a| per_alg[a.index()].len() as u64)
                 .collect(),
+            domain: Domain::of(&data.rows.iter().collect::<Vec<_>>()),
             coverage: COVERAGE,
             algorithms,
             decisions,
             notes,
             training_seconds: start.elapsed().as_secs_f64(),
         }
+    }
+
+    /// `Err` (why, in a sentence) when no algorithm has enough rows to be
+    /// predicted: such a model would serve nothing but refusals, so `train`
+    /// writes none.
+    pub fn check_usable(&self) -> Result<(), String> {
+        if self.algorithms.iter().any(AlgorithmModel::is_trained) {
+            return Ok(());
+        }
+        let counts: Vec<String> = self
+            .algorithms
+            .iter()
+            .filter(|a| a.rows > 0)
+            .map(|a| {
+                format!(
+                    "{} {} rows ({} converged with a total time)",
+                    a.algorithm,
+                    a.rows,
+                    a.metrics[Metric::TT.index()].n
+                )
+            })
+            .collect();
+        Err(format!(
+            "too little data to fit: no algorithm has {MIN_CALIBRATION_ROWS} converged rows with a total time ({})",
+            if counts.is_empty() {
+                "no rows".to_string()
+            } else {
+                counts.join(", ")
+            }
+        ))
     }
 
     /// The file bytes: magic, format version (u32 LE), postcard payload, sha256 of the payload.
@@ -1191,6 +1280,10 @@ impl Model {
     /// Checks every input index in the model is in range (a hostile or
     /// corrupt-but-checksummed file must not make predict index out of bounds).
     fn check_inputs(&self) -> Result<(), String> {
+        // `info` names the inputs used by their index into `inputs`.
+        if self.inputs_used.iter().any(|&i| i >= self.inputs.len()) {
+            return Err("bad list of inputs used".into());
+        }
         for a in &self.algorithms {
             if let ConvergeModel::Classifier { model: g, floor } = &a.converge {
                 if !tree_ok(g) || !(0.0..0.5).contains(floor) {
@@ -1205,6 +1298,9 @@ impl Model {
                     return Err(format!("bad {} residuals", m.metric));
                 }
             }
+        }
+        if !self.domain.is_valid() || !self.algorithms.iter().all(|a| a.domain.is_valid()) {
+            return Err("bad domain of validity".into());
         }
         if !self.decisions.iter().all(FallbackRule::is_valid) {
             return Err("bad recommendation fallback".into());
@@ -1224,12 +1320,44 @@ impl Model {
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
     }
 
+    /// Reads and checks a model file. The magic bytes and the size (at most
+    /// [`MAX_MODEL_BYTES`]) are checked before the rest is read, so a SIGHUP
+    /// onto a huge or foreign file costs a few bytes of reading, not its size.
     pub fn load(path: &Path) -> Result<Model, LoadError> {
+        use std::io::Read;
         let p = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+        let io = |source| LoadError::Io {
             path: p.clone(),
             source,
-        })?;
+        };
+        let mut f = std::fs::File::open(path).map_err(io)?;
+        let mut bytes = Vec::with_capacity(MAGIC.len());
+        Read::by_ref(&mut f)
+            .take(MAGIC.len() as u64)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes != MAGIC {
+            return Err(LoadError::NotAModel { path: p });
+        }
+        let size = f.metadata().map_err(io)?.len();
+        if size > MAX_MODEL_BYTES {
+            return Err(LoadError::TooLarge {
+                path: p,
+                size,
+                max: MAX_MODEL_BYTES,
+            });
+        }
+        // `take` keeps a file that grows while being read within the cap.
+        f.take(MAX_MODEL_BYTES - 8 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() as u64 > MAX_MODEL_BYTES {
+            return Err(LoadError::TooLarge {
+                path: p,
+                size: bytes.len() as u64,
+                max: MAX_MODEL_BYTES,
+            });
+        }
         Model::from_bytes(&bytes, &p)
     }
 
@@ -1303,7 +1431,19 @@ impl Model {
         if let Some(why) = req.qemu.as_ref().and_then(|q| q.unavailable(am.algorithm)) {
             return Some(why.to_string());
         }
-        (am.rows == 0).then(|| format!("no training data for {} in this model", am.algorithm))
+        if am.rows == 0 {
+            return Some(format!(
+                "no training data for {} in this model",
+                am.algorithm
+            ));
+        }
+        (!am.is_trained()).then(|| {
+            format!(
+                "only {} converged {} rows in training: too few to predict",
+                am.metrics[Metric::TT.index()].n,
+                am.algorithm
+            )
+        })
     }
 
     /// The prediction and, per predicted algorithm, its model and each
@@ -1313,7 +1453,10 @@ impl Model {
         req: &PredictRequest,
     ) -> Result<(Prediction, Vec<Transformed<'_>>), ErrorReply> {
         Self::check_request(req)?;
-        let fv = data::with_bandwidth(&req.features, req.bandwidth_bps);
+        let fv = data::with_bandwidth(
+            &req.features.restricted(&self.raw_features),
+            req.bandwidth_bps,
+        );
         let qemu_major = req
             .qemu
             .as_ref()
@@ -1364,9 +1507,12 @@ impl Model {
                 ),
             ));
         }
-        let missing_features = Feature::ALL
-            .into_iter()
-            .filter(|f| self.inputs_used.contains(&f.index()) && fv.get(*f).is_none())
+        let out_of_domain = self.out_of_domain(&fv, req, qemu_major);
+        let missing_features = self
+            .raw_features
+            .iter()
+            .copied()
+            .filter(|f| *f != Feature::VmPtr && fv.get(*f).is_none())
             .collect();
         Ok((
             Prediction {
@@ -1374,11 +1520,58 @@ impl Model {
                 downtime_limit_ms: req.downtime_limit_ms,
                 algorithms,
                 not_predicted,
+                out_of_domain,
                 missing_features,
                 model_family: self.family.name().to_string(),
             },
             zs,
         ))
+    }
+
+    /// Where a request lies outside the training data, in words.
+    fn out_of_domain(
+        &self,
+        fv: &FeatureVector,
+        req: &PredictRequest,
+        qemu_major: Option<f64>,
+    ) -> Vec<String> {
+        // The algorithm-independent inputs of any row (the series' columns
+        // are not checked here).
+        let x = inputs::row(fv, Algorithm::Precopy, req.downtime_limit_ms, qemu_major);
+        let mut out: Vec<String> = self
+            .domain
+            .excess(&x)
+            .iter()
+            .map(crate::domain::describe)
+            .collect();
+        if out.is_empty() {
+            if let Some(d) = self.domain.joint_distance(&x).filter(|d| *d > 1.5) {
+                out.push(format!(
+                    "no training migration combined a VM this size with this bandwidth and dirty rate (nearest is {d:.1} steps away, a step being 2× in size or bandwidth or 0.25 of dirty rate / bandwidth)"
+                ));
+            }
+        }
+        if let Some(q) = &req.qemu {
+            let release = q
+                .major_minor()
+                .map(|(a, b)| format!("{a}.{b}"))
+                .unwrap_or_else(|| q.version.clone());
+            let accel = q.accel.as_deref();
+            if !self.domain.has_platform(&release, accel) {
+                let trained: Vec<String> = self
+                    .domain
+                    .platforms
+                    .iter()
+                    .map(|p| format!("{} under {} ({} rows)", p.release, p.accel, p.rows))
+                    .collect();
+                out.push(format!(
+                    "QEMU {release}{}: no training rows on this platform (trained on QEMU {})",
+                    accel.map(|a| format!(" under {a}")).unwrap_or_default(),
+                    trained.join(", ")
+                ));
+            }
+        }
+        out
     }
 
     /// P(converges and meets every SLA limit) per predicted algorithm, from
@@ -1431,6 +1624,49 @@ mod tests {
     use crate::testdata::simulate;
     use migsight_proto::wire::{Objective, Sla};
     use migsight_proto::FeatureVector;
+
+    #[test]
+    fn huge_or_foreign_files_are_refused_before_they_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // 300 MiB of junk (sparse): the magic is wrong after 8 bytes.
+        let junk = dir.path().join("junk.msm");
+        std::fs::File::create(&junk)
+            .unwrap()
+            .set_len(300 << 20)
+            .unwrap();
+        assert!(matches!(
+            Model::load(&junk),
+            Err(LoadError::NotAModel { .. })
+        ));
+        // An endless file: only its first 8 bytes are read (else this hangs).
+        assert!(matches!(
+            Model::load(Path::new("/dev/zero")),
+            Err(LoadError::NotAModel { .. })
+        ));
+        // Right magic, but past the cap: refused by its size.
+        let big = dir.path().join("big.msm");
+        std::fs::write(&big, MAGIC).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&big)
+            .unwrap()
+            .set_len(MAX_MODEL_BYTES + 1)
+            .unwrap();
+        let e = Model::load(&big).unwrap_err();
+        assert!(matches!(e, LoadError::TooLarge { .. }), "{e}");
+        assert!(e.to_string().contains("not read"), "{e}");
+        // Short or empty files are not models either.
+        std::fs::write(&junk, b"MIGS").unwrap();
+        assert!(matches!(
+            Model::load(&junk),
+            Err(LoadError::NotAModel { .. })
+        ));
+        std::fs::write(&junk, b"").unwrap();
+        assert!(matches!(
+            Model::load(&junk),
+            Err(LoadError::NotAModel { .. })
+        ));
+    }
 
     #[test]
     fn selection_loss_prefers_many_small_errors_above_the_noise_floor() {
@@ -1704,15 +1940,37 @@ mod tests {
 
     #[test]
     fn degenerate_data_never_panics() {
-        // Three rows, no labels at all for some metrics, all converged.
+        // One group: one row per algorithm, no labels at all for some
+        // metrics, all converged. Too few to predict anything: every family
+        // trains without panicking, the model says it is unusable (train
+        // writes nothing) and a prediction is a typed refusal.
         let mut ds = simulate(1, 1, true);
-        ds.samples.truncate(3);
         for s in &mut ds.samples {
             s.labels[Metric::MEM.index()] = None;
             s.converged = Some(true);
         }
         for fam in FamilyKind::ALL {
             let m = Model::train(&Data::from_dataset(&ds, "tiny"), &fast(fam, 1));
+            let why = m.check_usable().unwrap_err();
+            assert!(why.contains("too little data"), "{why}");
+            let e = m.predict(&request(vm())).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::NoModel);
+            assert!(e.message.contains("too few to predict"), "{}", e.message);
+            assert!(matches!(
+                m.algorithms[0].converge,
+                ConvergeModel::Constant { .. }
+            ));
+            assert_eq!(
+                m.algorithms[0].metrics[Metric::MEM.index()].status,
+                MetricStatus::NoData
+            );
+        }
+        // Four groups: every seed algorithm predicted (a calibrated series),
+        // the newer ones refused for want of data; all finite.
+        let ds = simulate(4, 1, true);
+        for fam in FamilyKind::ALL {
+            let m = Model::train(&Data::from_dataset(&ds, "small"), &fast(fam, 1));
+            assert!(m.check_usable().is_ok());
             let rec = m
                 .recommend(&RecommendRequest {
                     predict: request(vm()),
@@ -1723,14 +1981,17 @@ mod tests {
                     objective: Objective::Time,
                 })
                 .unwrap();
-            // Three rows, three algorithms: the others have no data behind
-            // them and are not predicted.
-            assert_eq!(rec.ranked.len(), 3);
-            assert_eq!(rec.prediction.not_predicted.len(), Algorithm::ALL.len() - 3);
-            assert!(rec.prediction.not_predicted.iter().all(|n| n
-                .unavailable
-                .as_deref()
-                .is_some_and(|w| w.contains("no training data"))));
+            let predicted = rec.prediction.algorithms.len();
+            assert_eq!(rec.ranked.len(), predicted);
+            assert_eq!(
+                predicted + rec.prediction.not_predicted.len(),
+                Algorithm::ALL.len()
+            );
+            assert!(rec.prediction.not_predicted.iter().any(|n| n.algorithm
+                == Algorithm::DirtyLimit
+                && n.unavailable
+                    .as_deref()
+                    .is_some_and(|w| w.contains("no training data"))));
             for a in &rec.prediction.algorithms {
                 for iv in a.metrics {
                     assert!(
@@ -1740,24 +2001,82 @@ mod tests {
                 }
                 assert!((0.0..=1.0).contains(&a.p_converge));
             }
-            assert!(matches!(
-                m.algorithms[0].converge,
-                ConvergeModel::Constant { .. }
-            ));
-            assert_eq!(
-                m.algorithms[0].metrics[Metric::MEM.index()].status,
-                MetricStatus::NoData
-            );
-            assert_eq!(
-                m.algorithms[3].metrics[Metric::TT.index()].status,
-                MetricStatus::NoData
-            );
         }
         // No rows at all: nothing to predict, said with a typed error.
         let m = Model::train(&Data::default(), &fast(FamilyKind::Gbdt, 1));
+        assert!(m.check_usable().is_err());
         let e = m.predict(&request(vm())).unwrap_err();
         assert_eq!(e.kind, ErrorKind::NoModel);
         assert!(e.message.contains("no training data"), "{}", e.message);
+    }
+
+    #[test]
+    fn requests_outside_the_training_data_are_flagged_and_widened() {
+        let m = Model::train(&data(30, 3, true), &fast(FamilyKind::Gbdt, 1));
+        let inside = m.predict(&request(vm())).unwrap();
+        assert!(
+            inside.out_of_domain.is_empty(),
+            "{:?}",
+            inside.out_of_domain
+        );
+        let huge = vm()
+            .with(Feature::VmSize, 65536.0)
+            .with(Feature::VmPdr, 900.0);
+        let mut r = request(huge);
+        r.bandwidth_bps = 1.25e9;
+        let out = m.predict(&r).unwrap();
+        assert!(
+            out.out_of_domain
+                .iter()
+                .any(|s| s.starts_with("VM_size 65536 MiB is")
+                    && s.contains("the largest VM in training")),
+            "{:?}",
+            out.out_of_domain
+        );
+        // The same VM at the edge of the data and far outside it: the
+        // relative interval is wider outside.
+        let rel = |p: &Prediction, a: Algorithm| {
+            let iv = p
+                .algorithms
+                .iter()
+                .find(|x| x.algorithm == a)
+                .unwrap()
+                .metrics[Metric::TD.index()];
+            iv.hi / iv.lo
+        };
+        let edge_size = m.domain.ranges[0].hi;
+        let edge = m
+            .predict(&request(vm().with(Feature::VmSize, edge_size)))
+            .unwrap();
+        let far = m
+            .predict(&request(vm().with(Feature::VmSize, edge_size * 20.0)))
+            .unwrap();
+        assert!(
+            far.out_of_domain.iter().any(|s| s.contains("20.0×")),
+            "{:?}",
+            far.out_of_domain
+        );
+        assert!(rel(&far, Algorithm::Precopy) > rel(&edge, Algorithm::Precopy) * 1.2);
+        // And it scales: twenty times the memory, well over ten times the data.
+        let td = |p: &Prediction| {
+            p.algorithms
+                .iter()
+                .find(|x| x.algorithm == Algorithm::Postcopy)
+                .unwrap()
+                .metrics[Metric::TD.index()]
+            .value
+        };
+        assert!(td(&far) > 10.0 * td(&edge), "{} vs {}", td(&far), td(&edge));
+        // A QEMU platform the model never saw is said.
+        let mut r = request(vm());
+        r.qemu = Some(migsight_proto::wire::QemuInfo {
+            version: "10.0.2".into(),
+            accel: Some("kvm".into()),
+            source: "qmp".into(),
+            algorithms: vec![],
+        });
+        let e = m.predict(&r).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NoModel, "an empty list offers nothing");
     }
 
     #[test]

@@ -164,7 +164,7 @@ pub fn rank(
     let default = decision.and_then(|d| all.iter().position(|r| r.algorithm == d.default));
     let margin = decision.map_or(0.0, |d| d.margin);
     let (final_order, fell_back) =
-        crate::decision::prefer_default(&model_order, &cands, default, margin, lower_better);
+        crate::decision::prefer_default(&model_order, &cands, default, margin, objective);
     let ranked: Vec<RankedAlgorithm> = final_order.into_iter().map(|i| all[i].clone()).collect();
     let best = ranked[0].clone();
     let ap = prediction
@@ -274,6 +274,7 @@ mod tests {
                 })
                 .collect(),
             not_predicted: vec![],
+            out_of_domain: vec![],
             missing_features: vec![],
             model_family: "test".into(),
         }

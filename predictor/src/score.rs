@@ -18,6 +18,24 @@ pub struct Stats {
     pub coverage: f64,
 }
 
+/// How much one metric of one guest state differs between repeated
+/// migrations: relative (a share of the value) for TT, DT, TD and PERF, in
+/// points of a core for CPU and MiB for MEM. Measured on this lab's repeats
+/// (`data/repeats.csv`, `data/experiments/budget.csv`: the median
+/// coefficient of variation, or the median standard deviation for the
+/// deltas): TT 1.3 %, TD 0.3 %, DT 18 %, PERF 6.2 %, CPU 1.1–3.8 points
+/// (2), MEM 0.05 MiB. Below it, two outcomes cannot be told apart.
+pub const fn repeat_noise(metric: Metric) -> f64 {
+    match metric {
+        Metric::TT => 0.013,
+        Metric::TD => 0.003,
+        Metric::DT => 0.18,
+        Metric::PERF => 0.062,
+        Metric::CPU => 2.0,
+        Metric::MEM => 0.05,
+    }
+}
+
 /// Linear-interpolated quantile of unsorted values (numpy's default).
 pub fn quantile(v: &[f64], q: f64) -> f64 {
     if v.is_empty() {

@@ -4,28 +4,42 @@
 //! * The model is loaded at start; `SIGHUP` reloads it from the same path and
 //!   swaps it atomically (an `Arc` behind a lock: requests in flight finish
 //!   on the model they started with). A file that fails to load is refused
-//!   and logged; the old model stays.
+//!   and logged; the old model stays. Either way `Health.last_reload` says
+//!   what happened, which `migsight predictor --reload PID` (the unit's
+//!   `ExecReload`) waits for, so `systemctl reload` fails on a refused file.
 //! * The socket is mode 0660 (owner and group), optionally chowned to
 //!   `--group`; its parent directory is created.
-//! * Every malformed request gets a typed `ErrorReply` and the connection
-//!   stays usable; a frame above the 1 MiB cap or a torn frame closes the
-//!   connection (the stream cannot be resynchronised).
+//! * Connections are handled by `migsight_proto::serve` (limits, deadlines,
+//!   a request-memory budget; see there). Every malformed request gets a
+//!   typed `ErrorReply` and the connection stays usable; a frame above the
+//!   1 MiB cap or a torn frame closes the connection (the stream cannot be
+//!   resynchronised).
 
 use crate::model::{LoadError, Model};
-use migsight_proto::frame::{self, FrameError};
-use migsight_proto::wire::{self, ErrorKind, ErrorReply, Health, RequestBody, Response};
+use migsight_proto::serve::Limits;
+use migsight_proto::wire::{
+    self, ErrorKind, ErrorReply, Health, ReloadOutcome, RequestBody, Response,
+};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/migsight/predictor.sock";
-/// A connection idle this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// Most connections served at once; more wait in the accept queue.
-pub const MAX_CONNECTIONS: usize = 512;
+
+/// Default connection limits (`--max-connections` etc.). 512 connections
+/// each holding at most 4 KiB uncharged plus a 32 MiB budget for larger
+/// request buffers bound request memory to 34 MiB; a request is ~400 bytes
+/// and answered in ~50 µs, so 10 s to arrive or to be read back is ample.
+pub const DEFAULT_LIMITS: Limits = Limits {
+    max_connections: 512,
+    idle_timeout: Duration::from_secs(60),
+    read_timeout: Duration::from_secs(10),
+    write_timeout: Duration::from_secs(10),
+    request_memory: 32 << 20,
+};
 
 /// A loaded model and where it came from.
 pub struct Loaded {
@@ -39,6 +53,7 @@ pub struct State {
     current: RwLock<Arc<Loaded>>,
     path: PathBuf,
     started: Instant,
+    last_reload: Mutex<Option<ReloadOutcome>>,
 }
 
 impl State {
@@ -53,6 +68,7 @@ impl State {
             })),
             path: path.to_path_buf(),
             started: Instant::now(),
+            last_reload: Mutex::new(None),
         })
     }
 
@@ -64,16 +80,46 @@ impl State {
             .clone()
     }
 
-    /// Reloads from the same path; on error the old model stays.
+    /// Reloads from the same path; on error the old model stays. The
+    /// outcome is recorded for [`State::last_reload`].
     pub fn reload(&self) -> Result<(), LoadError> {
-        let model = Model::load(&self.path)?;
-        let new = Arc::new(Loaded {
-            model,
-            path: self.path.display().to_string(),
-            loaded_at: Instant::now(),
+        let result = Model::load(&self.path).map(|model| {
+            let what = format!(
+                "loaded {} ({} model, data sha256 {})",
+                self.path.display(),
+                model.family.name(),
+                model.data_sha256
+            );
+            let new = Arc::new(Loaded {
+                model,
+                path: self.path.display().to_string(),
+                loaded_at: Instant::now(),
+            });
+            *self.current.write().unwrap_or_else(|e| e.into_inner()) = new;
+            what
         });
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = new;
-        Ok(())
+        let (loaded, message) = match &result {
+            Ok(what) => (true, what.clone()),
+            Err(e) => (false, format!("refused, the previous model stays: {e}")),
+        };
+        let mut last = self.last_reload.lock().unwrap_or_else(|e| e.into_inner());
+        *last = Some(ReloadOutcome {
+            generation: last.as_ref().map_or(0, |r| r.generation) + 1,
+            finished_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            loaded,
+            message,
+        });
+        result.map(|_| ())
+    }
+
+    /// The latest reload's outcome (`None` before the first).
+    pub fn last_reload(&self) -> Option<ReloadOutcome> {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn uptime(&self) -> Duration {
@@ -96,6 +142,7 @@ pub fn handle(state: &State, payload: &[u8]) -> Response {
             protocol: wire::PROTOCOL_VERSION,
             ready: true,
             uptime_s: state.uptime().as_secs_f64(),
+            last_reload: state.last_reload(),
         })),
         RequestBody::ModelInfo => Ok(Response::ModelInfo(model.info(&loaded.path))),
         RequestBody::Predict(p) => model.predict(&p).map(Response::Prediction),
@@ -108,63 +155,73 @@ pub fn handle(state: &State, payload: &[u8]) -> Response {
     result.unwrap_or_else(Response::Error)
 }
 
-async fn connection(mut stream: UnixStream, state: Arc<State>) {
-    loop {
-        let payload = match tokio::time::timeout(IDLE_TIMEOUT, frame::read_frame(&mut stream)).await
-        {
-            Err(_) => break,
-            Ok(Ok(None)) => break,
-            Ok(Ok(Some(p))) => p,
-            Ok(Err(e @ FrameError::TooLarge { .. })) => {
-                tracing::debug!("closing connection: {e}");
-                let reply = Response::Error(ErrorReply::new(ErrorKind::BadRequest, e.to_string()));
-                let _ = frame::write_frame(&mut stream, &reply).await;
-                break;
-            }
-            Ok(Err(e)) => {
-                tracing::debug!("closing connection: {e}");
-                break;
-            }
-        };
-        let reply = handle(&state, &payload);
-        if let Response::Error(e) = &reply {
-            tracing::debug!("request refused: {e}");
-        }
-        if frame::write_frame(&mut stream, &reply).await.is_err() {
-            break;
-        }
-    }
-}
-
 /// Serves `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: UnixListener,
     state: Arc<State>,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    tokio::pin!(shutdown);
+    let handler = move |payload: migsight_proto::frame::Payload| {
+        let reply = handle(&state, &payload);
+        std::future::ready(reply)
+    };
+    migsight_proto::serve::serve(listener, limits, handler, shutdown).await;
+}
+
+/// What `systemctl reload` runs (the unit's `ExecReload`, through
+/// `migsight predictor --reload PID`): asks the running predictor `pid` to
+/// reload its model (SIGHUP) and waits, over its socket, for the outcome of
+/// that reload. An error when the file was refused (the old model serves
+/// on) or no outcome came within `within`, so systemd reports the reload as
+/// failed instead of the silent success a bare `kill -HUP` gives.
+pub async fn reload_and_wait(
+    socket: &Path,
+    pid: u32,
+    within: Duration,
+) -> anyhow::Result<ReloadOutcome> {
+    use migsight_proto::wire::Client;
+    anyhow::ensure!(
+        pid > 1 && i32::try_from(pid).is_ok(),
+        "--reload needs the predictor's process id, got {pid}"
+    );
+    async fn generation(socket: &Path) -> anyhow::Result<Option<ReloadOutcome>> {
+        let mut c = Client::connect(socket).await?;
+        c.set_timeout(Some(Duration::from_secs(5)));
+        match c.call(RequestBody::Health).await? {
+            Response::Health(h) => Ok(h.last_reload),
+            other => anyhow::bail!("the predictor answered Health with {other:?}"),
+        }
+    }
+    let before = generation(socket)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot ask the predictor at {}: {e}", socket.display()))?
+        .map_or(0, |r| r.generation);
+    // SAFETY: kill has no memory preconditions; pid > 1 was checked, so this
+    // never signals a process group.
+    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) } != 0 {
+        anyhow::bail!(
+            "cannot signal the predictor (pid {pid}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let deadline = Instant::now() + within;
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let stream = tokio::select! {
-            _ = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let st = state.clone();
-        tokio::spawn(async move {
-            connection(stream, st).await;
-            drop(permit);
-        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Ok(Some(r)) = generation(socket).await {
+            if r.generation > before {
+                return if r.loaded {
+                    Ok(r)
+                } else {
+                    Err(anyhow::anyhow!("the predictor {}", r.message))
+                };
+            }
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "the predictor (pid {pid}) did not report a reload within {within:?}; check its log"
+            );
+        }
     }
 }
 
@@ -291,8 +348,14 @@ pub fn systemd_listener() -> std::io::Result<Option<std::os::unix::net::UnixList
 /// on the socket systemd passed if there is one (socket activation: the
 /// socket, its mode and group are the `.socket` unit's, and it stays when
 /// the daemon stops), else binds `socket` itself.
-pub async fn run(model: &Path, socket: &Path, group: Option<&str>) -> anyhow::Result<()> {
+pub async fn run(
+    model: &Path,
+    socket: &Path,
+    group: Option<&str>,
+    limits: Limits,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
+    limits.validate().map_err(anyhow::Error::msg)?;
     let state = Arc::new(State::load(model)?);
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -325,6 +388,8 @@ pub async fn run(model: &Path, socket: &Path, group: Option<&str>) -> anyhow::Re
             model = %model.display(),
             family = m.family.name(),
             rows = m.rows.iter().sum::<u64>(),
+            max_connections = limits.max_connections,
+            request_memory_mib = limits.request_memory >> 20,
             "predictor listening"
         );
     }
@@ -332,8 +397,12 @@ pub async fn run(model: &Path, socket: &Path, group: Option<&str>) -> anyhow::Re
     let reloader = tokio::spawn(async move {
         while hup.recv().await.is_some() {
             let s = st.clone();
+            let t = Instant::now();
             match tokio::task::spawn_blocking(move || s.reload()).await {
-                Ok(Ok(())) => tracing::info!("SIGHUP: model reloaded"),
+                Ok(Ok(())) => tracing::info!(
+                    ms = t.elapsed().as_secs_f64() * 1e3,
+                    "SIGHUP: model reloaded"
+                ),
                 Ok(Err(e)) => {
                     tracing::error!("SIGHUP: new model refused, keeping the old one: {e}")
                 }
@@ -347,7 +416,7 @@ pub async fn run(model: &Path, socket: &Path, group: Option<&str>) -> anyhow::Re
             _ = int.recv() => {},
         }
     };
-    serve(listener, state, shutdown).await;
+    serve(listener, state, limits, shutdown).await;
     reloader.abort();
     if owns_socket {
         let _ = std::fs::remove_file(socket);

@@ -57,6 +57,13 @@ async fn info_sha(c: &mut Client) -> String {
     }
 }
 
+async fn health(c: &mut Client) -> migsight_proto::wire::Health {
+    match c.call(RequestBody::Health).await.unwrap() {
+        Response::Health(h) => h,
+        other => panic!("{other:?}"),
+    }
+}
+
 async fn raw_call(s: &mut tokio::net::UnixStream, payload: &[u8]) -> Option<Response> {
     let mut f = (payload.len() as u32).to_be_bytes().to_vec();
     f.extend_from_slice(payload);
@@ -82,7 +89,7 @@ fn daemon_end_to_end() {
         .unwrap();
     rt.block_on(async {
         let (l, s) = (live.clone(), socket.clone());
-        let daemon = tokio::spawn(async move { server::run(&l, &s, None).await });
+        let daemon = tokio::spawn(async move { server::run(&l, &s, None, server::DEFAULT_LIMITS).await });
         for _ in 0..200 {
             if socket.exists() {
                 break;
@@ -97,6 +104,7 @@ fn daemon_end_to_end() {
             Response::Health(h) => {
                 assert!(h.ready);
                 assert_eq!(h.service, "predictor");
+                assert_eq!(h.last_reload, None, "no reload yet");
             }
             other => panic!("{other:?}"),
         }
@@ -134,6 +142,24 @@ fn daemon_end_to_end() {
             other => panic!("{other:?}"),
         }
         assert!(matches!(c.call(RequestBody::Health).await, Ok(Response::Health(_))));
+
+        // An unknown feature key is named in the reply (postcard alone
+        // would say "Serde Deserialization Error").
+        let mut raw = Vec::new();
+        raw.extend(postcard::to_allocvec(&migsight_proto::wire::PROTOCOL_VERSION).unwrap());
+        raw.push(2); // RequestBody::Predict
+        raw.push(1); // one feature
+        raw.extend(postcard::to_allocvec(&"VM_sise").unwrap());
+        raw.extend(postcard::to_allocvec(&Some(512.0f64)).unwrap());
+        raw.extend(postcard::to_allocvec(&(125e6f64, 300.0f64)).unwrap());
+        let mut s = tokio::net::UnixStream::connect(&socket).await.unwrap();
+        match raw_call(&mut s, &raw).await {
+            Some(Response::Error(e)) => {
+                assert_eq!(e.kind, ErrorKind::InvalidFeature, "{e}");
+                assert!(e.message.contains("unknown feature \"VM_sise\""), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
 
         // Raw frames: garbage, another protocol version, then a valid request on the same connection.
         let mut s = tokio::net::UnixStream::connect(&socket).await.unwrap();
@@ -197,11 +223,27 @@ fn daemon_end_to_end() {
             }
         }
         assert!(swapped, "SIGHUP did not load the new model");
+        let r = health(&mut c).await.last_reload.expect("a reload is reported");
+        assert_eq!(r.generation, 1);
+        assert!(r.loaded, "{}", r.message);
+        assert!(r.message.contains(&sha_b), "{}", r.message);
 
         // SIGHUP with a bad file: refused, old model kept, still serving.
         std::fs::write(&live, b"MIGSMDL\ngarbage").unwrap();
         unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut refused = None;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let h = health(&mut c).await;
+            if h.last_reload.as_ref().is_some_and(|r| r.generation == 2) {
+                refused = h.last_reload;
+                assert!(h.ready, "the old model still serves");
+                break;
+            }
+        }
+        let r = refused.expect("the refused reload is reported");
+        assert!(!r.loaded);
+        assert!(r.message.contains("refused") && r.message.contains("live.msm"), "{}", r.message);
         assert_eq!(info_sha(&mut c).await, sha_b);
         assert!(matches!(c.call(RequestBody::Recommend(rec)).await, Ok(Response::Recommendation(_))));
 

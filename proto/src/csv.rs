@@ -15,6 +15,7 @@ use crate::{Algorithm, Feature, FeatureVector, Metric};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Column order of the seed's schema comment (then migsight's additions).
 pub const SEED_COLUMNS: [&str; 22] = [
@@ -58,6 +59,9 @@ pub struct Sample {
     pub group_id: Option<String>,
     /// Unknown columns, by name, in file order.
     pub extra: Vec<(String, String)>,
+    /// The line the row starts on in its file (0: not read from a file), for
+    /// messages about its values.
+    pub line: u64,
 }
 
 impl Sample {
@@ -111,6 +115,8 @@ pub enum CsvError {
     },
     #[error("{file}: {source}")]
     Write { file: String, source: io::Error },
+    #[error("{file}: the row was not written, the file is as it was: {source}")]
+    Append { file: String, source: io::Error },
 }
 
 #[derive(Clone, Copy)]
@@ -212,7 +218,10 @@ pub fn read<R: Read>(r: R, name: &str) -> Result<Dataset, CsvError> {
             break;
         }
         let line = record.position().map(|p| p.line()).unwrap_or(0);
-        let mut s = Sample::default();
+        let mut s = Sample {
+            line,
+            ..Sample::default()
+        };
         let mut seed_seq: (Option<String>, Option<String>) = (None, None);
         for (i, cell) in record.iter().enumerate() {
             let col_name = &headers[i];
@@ -360,46 +369,307 @@ fn encode_line(fields: &[String]) -> Result<Vec<u8>, io::Error> {
     w.into_inner().map_err(|e| io::Error::other(e.to_string()))
 }
 
-/// Appends samples to a CSV file, one synced row at a time, so a crash loses
-/// at most the row being written.
+/// Longest wait for another writer's lock on a CSV file: appending a row
+/// holds it for one write and one fsync, so 30 s means that writer is stuck
+/// (a hung disk, a stopped process), and waiting longer would hang too.
+pub const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// An exclusive or shared `flock` on an open file, released on drop.
+struct FileLock<'a>(&'a File);
+
+impl<'a> FileLock<'a> {
+    /// Waits for the lock at most [`LOCK_WAIT`] (polling with a growing
+    /// pause, so a stuck holder is an error, never a hang).
+    fn take(file: &'a File, path: &Path, exclusive: bool) -> Result<FileLock<'a>, CsvError> {
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(100);
+        loop {
+            let r = if exclusive {
+                file.try_lock()
+            } else {
+                file.try_lock_shared()
+            };
+            match r {
+                Ok(()) => return Ok(FileLock(file)),
+                Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(CsvError::Write {
+                        file: path.display().to_string(),
+                        source: io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "another process has held the lock on this file for {} s; nothing was written",
+                                LOCK_WAIT.as_secs()
+                            ),
+                        ),
+                    })
+                }
+                Err(std::fs::TryLockError::Error(source)) => {
+                    return Err(CsvError::Write {
+                        file: path.display().to_string(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+}
+
+impl Drop for FileLock<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+/// Whether `path` still names the file `file` is open on (a [`widen`]
+/// renames a new file over it; someone may have removed it).
+fn still_named(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Opens `path` for appending, creating it (and its directory) if missing.
+fn open_for_append(path: &Path) -> io::Result<File> {
+    match OpenOptions::new().read(true).append(true).open(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(path)
+        }
+        r => r,
+    }
+}
+
+/// Syncs the directory holding `path`, so a new file's name survives a crash.
+fn sync_dir(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
+/// Reads `len` bytes of `file` at `offset`.
+fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(buf)
+}
+
+/// The first line of `file` (without its line end), at most 1 MiB.
+fn first_line(file: &File) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = file.read_at(&mut chunk, out.len() as u64)?;
+        if n == 0 || out.len() > 1 << 20 {
+            break;
+        }
+        if let Some(i) = chunk[..n].iter().position(|b| *b == b'\n') {
+            out.extend_from_slice(&chunk[..i]);
+            break;
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+    if out.ends_with(b"\r") {
+        out.pop();
+    }
+    Ok(out)
+}
+
+/// Where the last line of `file` (of `len` bytes) starts: after its last
+/// newline, 0 when it has none.
+fn last_line_start(file: &File, len: u64) -> io::Result<u64> {
+    const STEP: u64 = 4096;
+    let mut end = len;
+    while end > 0 {
+        let start = end.saturating_sub(STEP);
+        let chunk = read_at(file, start, (end - start) as usize)?;
+        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// What the bytes after a file's last newline are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tail {
+    /// Nothing: the file ends with a newline (or is empty).
+    Clean,
+    /// A complete row (or the complete header) that only lacks its newline.
+    Unterminated,
+    /// A row cut short by a crash mid-write: the bytes do not parse as a
+    /// complete row under the file's header.
+    Torn,
+}
+
+/// Classifies `tail` (the bytes after the last newline) of a file whose
+/// first line is `header` (`None`: the tail is the first line itself).
+pub fn classify_tail(header: Option<&[u8]>, tail: &[u8]) -> Tail {
+    if tail.is_empty() {
+        return Tail::Clean;
+    }
+    let Some(header) = header else {
+        // No newline at all: the header line itself, which is kept (a file
+        // of a header only has no rows to lose or to misread).
+        return Tail::Unterminated;
+    };
+    let mut text = header.to_vec();
+    text.push(b'\n');
+    text.extend_from_slice(tail);
+    text.push(b'\n');
+    match read(&text[..], "") {
+        Ok(d) if d.samples.len() == 1 => Tail::Unterminated,
+        _ => Tail::Torn,
+    }
+}
+
+/// Appends samples to a CSV file, one synced row at a time, so a crash
+/// loses at most the row being written, and any number of processes may
+/// append to the same file at once.
 ///
-/// Opening an existing file checks its header equals the one this appender
-/// would write, so rows never land under the wrong columns. A torn last line
-/// (a crash mid-write) is cut off before appending.
+/// Every append takes an exclusive `flock` on the file, then checks the
+/// path still names the file it holds ([`widen`] renames a rewritten file
+/// over it; the appender then reopens), writes the header if the file is
+/// empty (so it is written exactly once, and the directory is synced for a
+/// new file), checks the header equals the one this appender writes (rows
+/// never land under the wrong columns), repairs the end of the file (a
+/// complete last row that only lacks its newline gets one; a torn row —
+/// bytes after the last newline that do not parse as a complete row — is
+/// cut off), writes the row and syncs it. A failed write (a full disk) is
+/// cut back off, so the file is left as it was.
 pub struct CsvAppender {
-    file: File,
     path: PathBuf,
     extra_columns: Vec<String>,
+    header: Vec<u8>,
+    /// The file while it is still the one at `path`, and whether its header
+    /// was checked.
+    file: Option<(File, bool)>,
 }
 
 impl CsvAppender {
+    /// Opens (or creates, with the header) `path` and checks its header.
     pub fn open(path: &Path, extra_columns: &[String]) -> Result<CsvAppender, CsvError> {
         let werr = |source| CsvError::Write {
             file: path.display().to_string(),
             source,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(werr)?;
+        let mut a = CsvAppender {
+            path: path.to_path_buf(),
+            extra_columns: extra_columns.to_vec(),
+            header: encode_line(&header(extra_columns)).map_err(werr)?,
+            file: None,
+        };
+        a.locked(|_, _| Ok(()))?;
+        Ok(a)
+    }
+
+    /// Appends one row and syncs it to disk.
+    pub fn append(&mut self, s: &Sample) -> Result<(), CsvError> {
+        let path = self.path.display().to_string();
+        let line = encode_line(&row(s, &self.extra_columns)).map_err(|source| CsvError::Write {
+            file: path.clone(),
+            source,
+        })?;
+        self.locked(|file, len| {
+            let r = (&*file).write_all(&line).and_then(|_| file.sync_data());
+            if let Err(source) = r {
+                // Leave the file as it was: a partial row would be torn.
+                let _ = file.set_len(len);
+                let _ = file.sync_data();
+                return Err(CsvError::Append { file: path, source });
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `f(file, length)` with the file locked, current, headed and
+    /// repaired.
+    fn locked<T>(
+        &mut self,
+        f: impl FnOnce(&File, u64) -> Result<T, CsvError>,
+    ) -> Result<T, CsvError> {
+        let path = self.path.clone();
+        let werr = |source| CsvError::Write {
+            file: path.display().to_string(),
+            source,
+        };
+        loop {
+            let (file, checked) = match self.file.take() {
+                Some(f) => f,
+                None => (open_for_append(&path).map_err(werr)?, false),
+            };
+            let lock = FileLock::take(&file, &path, true)?;
+            if !still_named(&file, &path) {
+                drop(lock);
+                continue; // replaced by a widen, or removed: reopen
+            }
+            let len = file.metadata().map_err(werr)?.len();
+            if len == 0 {
+                // A new (or emptied) file: the header, once, under the lock.
+                let r = (&file)
+                    .write_all(&self.header)
+                    .and_then(|_| file.sync_all())
+                    .and_then(|_| sync_dir(&path));
+                if let Err(source) = r {
+                    // Nothing half-written stays: an empty file is removed.
+                    let _ = file.set_len(0);
+                    let _ = std::fs::remove_file(&path);
+                    return Err(CsvError::Append {
+                        file: path.display().to_string(),
+                        source,
+                    });
+                }
+                let len = self.header.len() as u64;
+                let out = f(&file, len);
+                drop(lock);
+                self.file = Some((file, true));
+                return out;
+            }
+            if !checked {
+                self.check_header(&file)?;
+            }
+            let len = self.repair(&file, len)?;
+            let out = f(&file, len);
+            drop(lock);
+            self.file = Some((file, true));
+            return out;
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(werr)?;
-        let mut existing = String::new();
-        file.read_to_string(&mut existing).map_err(werr)?;
-        let want = header(extra_columns);
-        if existing.is_empty() {
-            file.write_all(&encode_line(&want).map_err(werr)?)
-                .map_err(werr)?;
-            file.sync_all().map_err(werr)?;
-        } else {
-            let first = existing.lines().next().unwrap_or("");
-            let have: Vec<&str> = first.split(',').map(str::trim).collect();
-            if have != want.iter().map(String::as_str).collect::<Vec<_>>() {
+    }
+
+    fn check_header(&self, file: &File) -> Result<(), CsvError> {
+        let first = first_line(file).map_err(|source| CsvError::Write {
+            file: self.path.display().to_string(),
+            source,
+        })?;
+        let first = String::from_utf8_lossy(&first);
+        let have: Vec<&str> = first.split(',').map(str::trim).collect();
+        let want = header(&self.extra_columns);
+        if have != want.iter().map(String::as_str).collect::<Vec<_>>() {
+            // A torn header (a crash while a new file got its first line)
+            // is a strict prefix of ours with nothing after it: redone by
+            // `repair`.
+            let torn_header = !first.is_empty()
+                && self.header.starts_with(first.as_bytes())
+                && file.metadata().map(|m| m.len()).ok() == Some(first.len() as u64);
+            if !torn_header {
                 return Err(header_error(
-                    path,
+                    &self.path,
                     format!(
                         "existing header differs from the one expected ({} vs {} columns); refusing to append",
                         have.len(),
@@ -407,30 +677,54 @@ impl CsvAppender {
                     ),
                 ));
             }
-            if !existing.ends_with('\n') {
-                // A torn row from an interrupted write: drop it.
-                let keep = existing.rfind('\n').map(|i| i + 1).unwrap_or(0);
-                file.set_len(keep as u64).map_err(werr)?;
-                file.sync_all().map_err(werr)?;
-            }
         }
-        Ok(CsvAppender {
-            file,
-            path: path.to_path_buf(),
-            extra_columns: extra_columns.to_vec(),
-        })
+        Ok(())
     }
 
-    /// Appends one row and syncs it to disk.
-    pub fn append(&mut self, s: &Sample) -> Result<(), CsvError> {
+    /// Repairs the end of a locked file of `len` bytes; returns its length.
+    fn repair(&self, file: &File, len: u64) -> Result<u64, CsvError> {
         let werr = |source| CsvError::Write {
             file: self.path.display().to_string(),
             source,
         };
-        let line = encode_line(&row(s, &self.extra_columns)).map_err(werr)?;
-        self.file.write_all(&line).map_err(werr)?;
-        self.file.sync_data().map_err(werr)?;
-        Ok(())
+        if read_at(file, len - 1, 1).map_err(werr)? == b"\n" {
+            return Ok(len);
+        }
+        let start = last_line_start(file, len).map_err(werr)?;
+        let tail = read_at(file, start, (len - start) as usize).map_err(werr)?;
+        let header_line = &self.header[..self.header.len() - 1];
+        let kind = if start == 0 {
+            if tail == header_line {
+                Tail::Unterminated
+            } else {
+                Tail::Torn // a strict prefix of the header (checked before)
+            }
+        } else {
+            classify_tail(Some(header_line), &tail)
+        };
+        let fixed = match kind {
+            Tail::Clean => return Ok(len),
+            Tail::Unterminated => {
+                (&*file).write_all(b"\n").map_err(werr)?;
+                len + 1
+            }
+            Tail::Torn if start == 0 => {
+                file.set_len(0).map_err(werr)?;
+                (&*file).write_all(&self.header).map_err(werr)?;
+                self.header.len() as u64
+            }
+            Tail::Torn => {
+                tracing::warn!(
+                    file = %self.path.display(),
+                    bytes = tail.len(),
+                    "cutting off a torn last row (an interrupted write)"
+                );
+                file.set_len(start).map_err(werr)?;
+                start
+            }
+        };
+        file.sync_data().map_err(werr)?;
+        Ok(fixed)
     }
 }
 
@@ -444,34 +738,105 @@ fn header_error(path: &Path, message: String) -> CsvError {
     }
 }
 
+/// Reads a whole file under a shared lock (so no appender is mid-row), its
+/// torn last row — bytes after the last newline that do not parse as a
+/// complete row — cut off; a complete last row without its newline is kept.
+/// Returns the bytes and whether a torn row was cut.
+pub fn read_complete(path: &Path) -> Result<(Vec<u8>, bool), CsvError> {
+    let oerr = |source| CsvError::Open {
+        file: path.display().to_string(),
+        source,
+    };
+    let file = File::open(path).map_err(oerr)?;
+    // A file on a filesystem without locks is still read.
+    let lock = FileLock::take(&file, path, false).ok();
+    let mut bytes = Vec::new();
+    (&file).read_to_end(&mut bytes).map_err(oerr)?;
+    drop(lock);
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok((bytes, false));
+    }
+    let start = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let header = (start > 0).then(|| {
+        let end = bytes.iter().position(|b| *b == b'\n').unwrap_or(0);
+        bytes[..end].strip_suffix(b"\r").unwrap_or(&bytes[..end])
+    });
+    match classify_tail(header, &bytes[start..]) {
+        Tail::Torn => {
+            bytes.truncate(start);
+            Ok((bytes, true))
+        }
+        Tail::Clean | Tail::Unterminated => Ok((bytes, false)),
+    }
+}
+
 /// Brings a file written by an older appender up to `extra_columns`: when its
 /// header is a strict prefix of the wanted one (columns were only added at
 /// the end), every line gets the new columns, empty on the old rows, in one
-/// atomic rewrite. The old rows' bytes are kept as they are. Returns the
-/// columns added (none when the header is already the wanted one or the file
-/// does not exist); any other header is left for [`CsvAppender::open`] to refuse.
+/// atomic rewrite under the file's lock (appenders wait, then reopen the new
+/// file: no row is lost). The old rows' bytes are kept as they are. Returns
+/// the columns added (none when the header is already the wanted one or the
+/// file does not exist); any other header is left for [`CsvAppender::open`]
+/// to refuse.
 pub fn widen(path: &Path, extra_columns: &[String]) -> Result<Vec<String>, CsvError> {
     let werr = |source| CsvError::Write {
         file: path.display().to_string(),
         source,
     };
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(CsvError::Open {
-                file: path.display().to_string(),
-                source,
-            })
+    let oerr = |source| CsvError::Open {
+        file: path.display().to_string(),
+        source,
+    };
+    loop {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(oerr(source)),
+        };
+        let lock = FileLock::take(&file, path, true)?;
+        if !still_named(&file, path) {
+            drop(lock);
+            continue;
         }
+        // Most calls find the header already wide: read it alone.
+        let first = first_line(&file).map_err(oerr)?;
+        let first = String::from_utf8_lossy(&first);
+        let want = header(extra_columns);
+        let have: Vec<&str> = first.split(',').map(str::trim).collect();
+        if have.len() >= want.len() || want.iter().zip(&have).any(|(w, h)| w != h) {
+            return Ok(Vec::new());
+        }
+        let mut raw = Vec::new();
+        (&file).read_to_end(&mut raw).map_err(oerr)?;
+        let text = String::from_utf8(raw).map_err(|e| oerr(io::Error::other(e)))?;
+        let Some(w) = widened(path, &text, extra_columns)? else {
+            return Ok(Vec::new());
+        };
+        crate::write_file_atomic(path, &w.bytes).map_err(werr)?;
+        drop(lock);
+        return Ok(w.added);
+    }
+}
+
+/// A file's text with columns added.
+struct Widened {
+    bytes: Vec<u8>,
+    added: Vec<String>,
+}
+
+/// `text` widened to `extra_columns`, or `None` when there is nothing to add.
+fn widened(path: &Path, text: &str, extra_columns: &[String]) -> Result<Option<Widened>, CsvError> {
+    let werr = |source| CsvError::Write {
+        file: path.display().to_string(),
+        source,
     };
     let want = header(extra_columns);
     let Some(first) = text.lines().next() else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let have: Vec<&str> = first.split(',').map(str::trim).collect();
     if have.len() >= want.len() || want.iter().zip(&have).any(|(w, h)| w != h) {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let added = want[have.len()..].to_vec();
     // Appending separators at line ends is only right when no quoted cell
@@ -501,7 +866,8 @@ pub fn widen(path: &Path, extra_columns: &[String]) -> Result<Vec<String>, CsvEr
     for line in body.split_inclusive('\n') {
         let (row, end) = match line.strip_suffix('\n') {
             Some(r) => (r.strip_suffix('\r').unwrap_or(r), "\n"),
-            // A torn last row (no newline) stays torn; the appender cuts it.
+            // A last row without its newline stays as it is; the appender
+            // completes or cuts it under its own header.
             None => (line, ""),
         };
         out.extend_from_slice(row.as_bytes());
@@ -510,8 +876,7 @@ pub fn widen(path: &Path, extra_columns: &[String]) -> Result<Vec<String>, CsvEr
         }
         out.extend_from_slice(end.as_bytes());
     }
-    crate::write_file_atomic(path, &out).map_err(werr)?;
-    Ok(added)
+    Ok(Some(Widened { bytes: out, added }))
 }
 
 /// Writes a whole dataset atomically: a temporary file in the same directory,
@@ -698,9 +1063,125 @@ mod tests {
         }
         let d = read_path(&path).unwrap();
         assert_eq!(d.samples.len(), 2);
-        assert_eq!(d.samples[1], s);
+        assert_eq!(d.samples[1].line, 3);
+        assert_eq!(
+            Sample {
+                line: s.line,
+                ..d.samples[1].clone()
+            },
+            s
+        );
         // A different header is refused rather than mixed.
         assert!(CsvAppender::open(&path, &[]).is_err());
+    }
+
+    fn sample(group: &str) -> Sample {
+        let mut s = Sample {
+            algorithm: Some(Algorithm::Precopy),
+            group_id: Some(group.into()),
+            converged: Some(true),
+            ..Sample::default()
+        };
+        s.features.set(Feature::VmSize, Some(512.0));
+        s.set_label(Metric::TT, 4700.0);
+        s
+    }
+
+    fn groups(path: &Path) -> Vec<String> {
+        read_path(path)
+            .unwrap()
+            .samples
+            .into_iter()
+            .map(|s| s.group_id.unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn repair_removes_only_a_genuinely_torn_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.csv");
+        let mut a = CsvAppender::open(&path, &[]).unwrap();
+        a.append(&sample("g1")).unwrap();
+        a.append(&sample("g2")).unwrap();
+        drop(a);
+        let full = std::fs::read(&path).unwrap();
+
+        // A complete last row that only lacks its newline is kept.
+        std::fs::write(&path, &full[..full.len() - 1]).unwrap();
+        assert_eq!(
+            read_complete(&path).unwrap(),
+            (full[..full.len() - 1].to_vec(), false)
+        );
+        CsvAppender::open(&path, &[])
+            .unwrap()
+            .append(&sample("g3"))
+            .unwrap();
+        assert_eq!(groups(&path), ["g1", "g2", "g3"]);
+
+        // A torn row (too few cells) is cut, and only it.
+        let mut torn = std::fs::read(&path).unwrap();
+        torn.extend_from_slice(b"0,,512,1");
+        std::fs::write(&path, &torn).unwrap();
+        assert!(read_complete(&path).unwrap().1, "reported as torn");
+        CsvAppender::open(&path, &[])
+            .unwrap()
+            .append(&sample("g4"))
+            .unwrap();
+        assert_eq!(groups(&path), ["g1", "g2", "g3", "g4"]);
+
+        // A header-only file without its newline is kept, not wiped.
+        let header_line = encode_line(&header(&[])).unwrap();
+        std::fs::write(&path, &header_line[..header_line.len() - 1]).unwrap();
+        CsvAppender::open(&path, &[])
+            .unwrap()
+            .append(&sample("h1"))
+            .unwrap();
+        assert_eq!(groups(&path), ["h1"]);
+        assert_eq!(
+            std::fs::read(&path)
+                .unwrap()
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count(),
+            2
+        );
+
+        // A header torn while a new file got its first line is redone.
+        std::fs::write(&path, &header_line[..30]).unwrap();
+        CsvAppender::open(&path, &[])
+            .unwrap()
+            .append(&sample("t1"))
+            .unwrap();
+        assert_eq!(groups(&path), ["t1"]);
+
+        // Anything else on the first line is someone else's file: refused.
+        std::fs::write(&path, b"name,size\nweb1,3").unwrap();
+        assert!(CsvAppender::open(&path, &[]).is_err());
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"name,size\nweb1,3",
+            "untouched"
+        );
+    }
+
+    #[test]
+    fn a_widen_under_a_writer_keeps_its_rows_or_refuses_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.csv");
+        let old = vec!["qemu_version".to_string()];
+        let new = vec!["qemu_version".to_string(), "dirtied".to_string()];
+        let mut writer = CsvAppender::open(&path, &old).unwrap();
+        writer.append(&sample("before")).unwrap();
+        // A newer migsight widens the file the writer holds open.
+        assert_eq!(widen(&path, &new).unwrap(), ["dirtied"]);
+        let mut newer = CsvAppender::open(&path, &new).unwrap();
+        newer.append(&sample("newer")).unwrap();
+        // The old writer follows the file to its new inode and, its columns
+        // being the old ones, is refused instead of reporting success for
+        // a row that would be lost (the old inode) or misplaced.
+        let e = writer.append(&sample("old-writer")).unwrap_err();
+        assert!(e.to_string().contains("header differs"), "{e}");
+        assert_eq!(groups(&path), ["before", "newer"]);
     }
 
     #[test]

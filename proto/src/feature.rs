@@ -125,12 +125,28 @@ impl Feature {
         self as usize
     }
 
-    /// Plausible value range; values outside are rejected as invalid input.
+    /// Physically possible value range; values outside are rejected as
+    /// invalid input (requests and training data alike). The upper bounds
+    /// are generous limits of real hardware, not of the lab: 64 TiB of guest
+    /// or host memory (x86 QEMU guests top out near 12 TiB), 1 TiB/s of
+    /// dirtying (above any server's memory bandwidth), 1 Tbit/s of
+    /// migration bandwidth (125,000 MB/s ≈ 119,210 MiB/s), 10^13
+    /// instructions/s, 4,096 CPUs' worth of utilisation.
     pub const fn valid_range(self) -> (f64, f64) {
+        const MEMORY_MIB: f64 = 64.0 * 1024.0 * 1024.0;
         match self {
             Feature::VmWse | Feature::VmNwse => (0.0, 1.0),
             Feature::VmMwpp => (0.0, 4096.0),
-            _ => (0.0, f64::MAX),
+            Feature::VmSize | Feature::VmWss | Feature::SrcMemAvail | Feature::DstMemAvail => {
+                (0.0, MEMORY_MIB)
+            }
+            Feature::VmPdr => (0.0, 1024.0 * 1024.0),
+            Feature::VmPtr => (0.0, 125e9 / 1048576.0),
+            Feature::VmPmuInstr => (0.0, 1e13),
+            Feature::VmNetUtil => (0.0, 100.0),
+            Feature::VmCpuUtil | Feature::SrcCpuAvail | Feature::DstCpuAvail => {
+                (0.0, 100.0 * 4096.0)
+            }
         }
     }
 }
@@ -150,7 +166,8 @@ impl Serialize for Feature {
 impl<'de> Deserialize<'de> for Feature {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let name = String::deserialize(d)?;
-        name.parse().map_err(de::Error::custom)
+        name.parse()
+            .map_err(|e: UnknownFeature| invalid(e.to_string()))
     }
 }
 
@@ -174,7 +191,7 @@ impl FromStr for Feature {
 pub enum InvalidFeature {
     #[error("feature {feature} is not a finite number ({value})")]
     NotFinite { feature: Feature, value: f64 },
-    #[error("feature {feature} = {value} is outside its valid range {min}..={max} ({unit})")]
+    #[error("feature {feature} = {} is outside its physically possible range {min}..={max} ({unit})", short(*.value))]
     OutOfRange {
         feature: Feature,
         value: f64,
@@ -182,6 +199,15 @@ pub enum InvalidFeature {
         max: f64,
         unit: &'static str,
     },
+}
+
+/// A number for a message: scientific notation when it is huge or tiny.
+fn short(v: f64) -> String {
+    if v != 0.0 && (v.abs() >= 1e12 || v.abs() < 1e-6) {
+        format!("{v:.3e}")
+    } else {
+        format!("{v}")
+    }
 }
 
 /// The profiled features of one VM at one moment.
@@ -216,6 +242,17 @@ impl FeatureVector {
     }
 
     /// Features that are present, with their values.
+    /// The same vector with only `keep`'s features (the others absent).
+    pub fn restricted(&self, keep: &[Feature]) -> FeatureVector {
+        let mut out = FeatureVector::new();
+        for (f, v) in self.present() {
+            if keep.contains(&f) {
+                out.set(f, Some(v));
+            }
+        }
+        out
+    }
+
     pub fn present(&self) -> impl Iterator<Item = (Feature, f64)> + '_ {
         Feature::ALL
             .into_iter()
@@ -264,6 +301,13 @@ impl Serialize for FeatureVector {
     }
 }
 
+/// A deserialization error about a feature, with its message kept for the
+/// wire's error reply (postcard drops custom messages).
+fn invalid<E: de::Error>(message: String) -> E {
+    crate::wire::note_decode_detail(crate::wire::ErrorKind::InvalidFeature, &message);
+    E::custom(message)
+}
+
 impl<'de> Deserialize<'de> for FeatureVector {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -276,13 +320,13 @@ impl<'de> Deserialize<'de> for FeatureVector {
                 let mut fv = FeatureVector::new();
                 while let Some(key) = map.next_key::<String>()? {
                     let feature = key.parse::<Feature>().map_err(|_| {
-                        de::Error::custom(format!(
+                        invalid(format!(
                             "unknown feature {key:?}; known: {}",
                             Feature::ALL.map(|f| f.column()).join(", ")
                         ))
                     })?;
                     if fv.get(feature).is_some() {
-                        return Err(de::Error::custom(format!("feature {key} given twice")));
+                        return Err(invalid(format!("feature {key} given twice")));
                     }
                     let v: Option<f64> = map.next_value()?;
                     fv.set(feature, v);

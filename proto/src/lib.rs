@@ -17,6 +17,7 @@ pub mod frame;
 pub mod metric;
 pub mod record;
 pub mod rng;
+pub mod serve;
 pub mod units;
 pub mod wire;
 pub mod workload;
@@ -55,4 +56,16 @@ pub fn write_file_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Resul
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Writes to stdout; a closed pipe (`migsight … | head`) is not an error.
+/// (Rust ignores SIGPIPE, so `print!` would panic there; restoring SIGPIPE
+/// is no option in a binary whose daemons and QMP clients write to sockets.)
+pub fn write_stdout(s: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
+        _ => Ok(()),
+    }
 }

@@ -8,7 +8,9 @@
 use crate::frame::{self, FrameError};
 use crate::{Algorithm, Feature, FeatureVector, Metric};
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Version of the message set below. Bump on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 3;
@@ -101,6 +103,19 @@ pub struct AlgorithmSupport {
     pub algorithm: Algorithm,
     /// `None`: available; else why not (`removed in QEMU 9.1`).
     pub unavailable: Option<String>,
+}
+
+impl PredictRequest {
+    /// A request for `features` at a bandwidth (bytes/s) and QEMU
+    /// downtime limit (ms).
+    pub fn new(features: FeatureVector, bandwidth_bps: f64, downtime_limit_ms: f64) -> Self {
+        PredictRequest {
+            features,
+            bandwidth_bps,
+            downtime_limit_ms,
+            qemu: None,
+        }
+    }
 }
 
 /// Limits the operator must not exceed. `None` means no limit.
@@ -332,6 +347,9 @@ pub enum ErrorKind {
     VmMigrating,
     PredictorUnavailable,
     Internal,
+    /// The server is at its connection limit, or its request memory is
+    /// taken, with nothing it may close to make room: try again shortly.
+    Busy,
 }
 
 /// A typed error reply. The connection stays open after one.
@@ -362,6 +380,24 @@ pub struct Health {
     /// Predictor: whether a model is loaded. Agent: whether the predictor answered.
     pub ready: bool,
     pub uptime_s: f64,
+    /// Predictor: the latest model reload (SIGHUP) since it started, `None`
+    /// before the first. Agent: always `None`.
+    pub last_reload: Option<ReloadOutcome>,
+}
+
+/// How the predictor's latest model reload went. A refused file leaves the
+/// previous model serving, so `ready` stays true: this is where a failed
+/// `systemctl reload` shows (and what its `ExecReload` check reads).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadOutcome {
+    /// Reloads attempted since the daemon started (1 for the first).
+    pub generation: u64,
+    /// When it finished, ms since the Unix epoch.
+    pub finished_unix_ms: u64,
+    /// Whether the new file is now the model in use.
+    pub loaded: bool,
+    /// What was loaded, or why the file was refused.
+    pub message: String,
 }
 
 /// Per algorithm × metric cross-validation score stored in a model.
@@ -455,6 +491,11 @@ pub struct Prediction {
     /// The algorithms not predicted, and why (unavailable on the source, or
     /// no training data behind them).
     pub not_predicted: Vec<AlgorithmSupport>,
+    /// Where the request lies outside the model's training data, in words
+    /// ("VM_size 65536 MiB is 77.5× the largest VM in training (846 MiB)");
+    /// the intervals of such predictions are widened accordingly. Empty:
+    /// inside.
+    pub out_of_domain: Vec<String>,
     /// Features the model wanted but the request lacked.
     pub missing_features: Vec<Feature>,
     pub model_family: String,
@@ -537,9 +578,26 @@ pub struct ProfileReport {
     pub recommendation: Option<Recommendation>,
 }
 
+thread_local! {
+    /// What a custom deserialization error said: postcard keeps only "Serde
+    /// Deserialization Error", so the types whose errors matter to a client
+    /// (an unknown feature key) leave their message here for [`decode_request`].
+    static DECODE_DETAIL: RefCell<Option<(ErrorKind, String)>> = const { RefCell::new(None) };
+}
+
+/// Records why a value did not deserialize, for [`decode_request`]'s reply.
+pub(crate) fn note_decode_detail(kind: ErrorKind, message: &str) {
+    DECODE_DETAIL.with(|d| *d.borrow_mut() = Some((kind, message.to_string())));
+}
+
+fn take_decode_detail() -> Option<(ErrorKind, String)> {
+    DECODE_DETAIL.with(|d| d.borrow_mut().take())
+}
+
 /// Reads the version field alone, then the whole request.
 ///
-/// Returns a typed error for another protocol version or malformed bytes.
+/// Returns a typed error for another protocol version or malformed bytes;
+/// an unknown feature key is `InvalidFeature` naming the key.
 pub fn decode_request(payload: &[u8]) -> Result<Request, ErrorReply> {
     let (version, _) = postcard::take_from_bytes::<u32>(payload)
         .map_err(|e| ErrorReply::new(ErrorKind::BadRequest, format!("malformed request: {e}")))?;
@@ -549,7 +607,13 @@ pub fn decode_request(payload: &[u8]) -> Result<Request, ErrorReply> {
             format!("protocol version {version} is not supported; this server speaks version {PROTOCOL_VERSION}"),
         ));
     }
+    take_decode_detail();
     frame::decode(payload).map_err(|e: FrameError| {
+        if let FrameError::Decode(postcard::Error::SerdeDeCustom) = e {
+            if let Some((kind, message)) = take_decode_detail() {
+                return ErrorReply::new(kind, format!("malformed request: {message}"));
+            }
+        }
         let kind = match &e {
             FrameError::Decode(_) | FrameError::TrailingBytes(_) => ErrorKind::BadRequest,
             _ => ErrorKind::Internal,
@@ -567,40 +631,132 @@ pub enum ClientError {
         source: std::io::Error,
     },
     #[error("{0}")]
-    Frame(#[from] FrameError),
+    Frame(FrameError),
+    /// The daemon went away (crashed, killed, restarted) with the request
+    /// unanswered.
     #[error("server at {0} closed the connection without replying")]
     Closed(String),
     #[error("{0}")]
     Server(ErrorReply),
+    #[error("server at {path} did not answer within {after:?}")]
+    Timeout { path: String, after: Duration },
 }
 
-/// A client connection to an agent or predictor socket; one request at a time.
+impl From<FrameError> for ClientError {
+    fn from(e: FrameError) -> ClientError {
+        ClientError::Frame(e)
+    }
+}
+
+/// Longest wait for a connection to a daemon's socket.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for the answer to a request other than `Profile`: the
+/// predictor answers in microseconds, so this only ends waits on a daemon
+/// that is stuck, stopped (SIGSTOP) or flooded.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Added to a `Profile` request's window for its answer: the agent's QMP
+/// preflight, its census pass and the predictor's answer.
+pub const PROFILE_SLACK: Duration = Duration::from_secs(120);
+
+/// How long a client waits for the answer to `body` unless told otherwise.
+pub fn default_timeout(body: &RequestBody) -> Duration {
+    match body {
+        RequestBody::Profile(p) => Duration::from_millis(p.window_ms).saturating_add(PROFILE_SLACK),
+        _ => CALL_TIMEOUT,
+    }
+}
+
+/// A client connection to an agent or predictor socket; one request at a
+/// time. Every step has a deadline, so a client never hangs on a daemon.
 pub struct Client {
     stream: tokio::net::UnixStream,
     path: String,
+    timeout: Option<Duration>,
 }
 
 impl Client {
+    /// Connects within [`CONNECT_TIMEOUT`].
     pub async fn connect(path: impl AsRef<std::path::Path>) -> Result<Client, ClientError> {
         let path = path.as_ref();
-        let stream = tokio::net::UnixStream::connect(path)
-            .await
-            .map_err(|source| ClientError::Connect {
-                path: path.display().to_string(),
+        let shown = path.display().to_string();
+        let stream = match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::UnixStream::connect(path),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(ClientError::Timeout {
+                    path: shown,
+                    after: CONNECT_TIMEOUT,
+                })
+            }
+            Ok(r) => r.map_err(|source| ClientError::Connect {
+                path: shown.clone(),
                 source,
-            })?;
+            })?,
+        };
         Ok(Client {
             stream,
-            path: path.display().to_string(),
+            path: shown,
+            timeout: None,
         })
     }
 
-    /// Sends `body` and waits for the reply; an error reply becomes [`ClientError::Server`].
+    /// Every later call must be answered within `limit` (`None`: the
+    /// request's [`default_timeout`]).
+    pub fn set_timeout(&mut self, limit: Option<Duration>) {
+        self.timeout = limit;
+    }
+
+    /// Sends `body` and waits for the reply, at most the timeout; an error
+    /// reply becomes [`ClientError::Server`].
     pub async fn call(&mut self, body: RequestBody) -> Result<Response, ClientError> {
-        frame::write_frame(&mut self.stream, &Request::new(body)).await?;
-        let payload = frame::read_frame(&mut self.stream)
-            .await?
-            .ok_or_else(|| ClientError::Closed(self.path.clone()))?;
+        let limit = self.timeout.unwrap_or_else(|| default_timeout(&body));
+        match tokio::time::timeout(limit, self.exchange(body)).await {
+            Err(_) => Err(ClientError::Timeout {
+                path: self.path.clone(),
+                after: limit,
+            }),
+            Ok(r) => r,
+        }
+    }
+
+    async fn exchange(&mut self, body: RequestBody) -> Result<Response, ClientError> {
+        if let Err(e) = frame::write_frame(&mut self.stream, &Request::new(body)).await {
+            // A server that refuses a connection (`Busy`) writes its reply
+            // and closes without reading the request, so the write may fail
+            // while the reply waits to be read.
+            let peer_gone = matches!(&e, FrameError::Io(io) if matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ));
+            if peer_gone {
+                if let Ok(Some(p)) = frame::read_frame(&mut self.stream).await {
+                    if let Ok(Response::Error(r)) = frame::decode::<Response>(&p) {
+                        return Err(ClientError::Server(r));
+                    }
+                }
+            }
+            return Err(e.into());
+        }
+        let payload = match frame::read_frame(&mut self.stream).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Err(ClientError::Closed(self.path.clone())),
+            // A reset or a reply cut short: the server died mid-request.
+            Err(FrameError::Truncated { .. }) => {
+                return Err(ClientError::Closed(self.path.clone()))
+            }
+            Err(FrameError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                return Err(ClientError::Closed(self.path.clone()))
+            }
+            Err(e) => return Err(e.into()),
+        };
         match frame::decode::<Response>(&payload)? {
             Response::Error(e) => Err(ClientError::Server(e)),
             r => Ok(r),
@@ -640,6 +796,7 @@ mod tests {
                 algorithm: Algorithm::DirtyLimit,
                 unavailable: Some("no training data".into()),
             }],
+            out_of_domain: vec!["VM_size 65536 MiB is 77.5× the largest VM in training".into()],
             missing_features: vec![Feature::VmPmuInstr],
             model_family: "gbdt".into(),
         }
@@ -695,6 +852,12 @@ mod tests {
                 protocol: PROTOCOL_VERSION,
                 ready: true,
                 uptime_s: 1.5,
+                last_reload: Some(ReloadOutcome {
+                    generation: 2,
+                    finished_unix_ms: 1_700_000_000_000,
+                    loaded: false,
+                    message: "not a migsight model file".into(),
+                }),
             }),
             Response::ModelInfo(ModelInfo {
                 format_version: 1,

@@ -163,6 +163,28 @@ pub struct RowContext {
     pub other_vms: Option<u32>,
 }
 
+impl RowContext {
+    /// The context a profile gives: its window, QEMU's own dirty-rate
+    /// estimate, the dirty rate's standard error, the distinct-dirtied curve,
+    /// the page sample and the CPU budget that bought it. The caller adds
+    /// what it knows (version, group, workload, …).
+    pub fn from_profile(report: &migsight_proto::wire::ProfileReport) -> RowContext {
+        RowContext {
+            window_ms: Some(report.window_ms),
+            qemu_dirty_rate: report.qemu_dirty_rate,
+            pdr_std_error: report
+                .errors
+                .iter()
+                .find(|e| e.feature == migsight_proto::Feature::VmPdr)
+                .map(|e| e.std_error),
+            dirtied: report.dirtied.clone(),
+            sampled_pages: Some(report.sampled_pages),
+            cpu_budget: Some(report.cpu_budget),
+            ..RowContext::default()
+        }
+    }
+}
+
 /// A fresh id for one production migration.
 pub fn new_group_id(src_pid: u32) -> String {
     format!("migrate-{}-{}", unix_now(), src_pid)

@@ -470,21 +470,11 @@ fn record(
         qemu_version: support.version.to_string(),
         accel: support.accel.clone().unwrap_or_default(),
         guest_mem_mib: Some(ram_bytes >> 20),
-        window_ms: Some(report.window_ms),
         workload: "production".into(),
-        qemu_dirty_rate: report.qemu_dirty_rate,
-        pdr_std_error: report
-            .errors
-            .iter()
-            .find(|e| e.feature == Feature::VmPdr)
-            .map(|e| e.std_error),
-        dirtied: report.dirtied.clone(),
-        sampled_pages: Some(report.sampled_pages),
-        cpu_budget: Some(report.cpu_budget),
         group_id: outcome::new_group_id(pid),
         via: via.into(),
         other_vms: Some(ran.other_vms),
-        ..RowContext::default()
+        ..RowContext::from_profile(report)
     };
     let row = outcome::build_row(&report.features, cfg, outcome, measured, &ctx);
     match outcome::append(&a.outcomes, &row) {
