@@ -575,6 +575,14 @@ fn plan_and_migrate_a_libvirt_guest_between_two_real_libvirt_daemons() {
         let _ = Virsh::new(uri).run(&["destroy", DOMAIN]);
     }
     let lab_csv = dir.join("lab-libvirt.csv");
+    // `migsight lab` runs the migsight-lab binary beside it, which
+    // `cargo test --workspace` (scripts/test.sh) builds; `-p migsight` alone does not.
+    if !Path::new(BIN).with_file_name("migsight-lab").is_file() {
+        migsight_qemu::process::skip_or_fail(
+            "no migsight-lab binary beside migsight (cargo build -p migsight-lab, or cargo test --workspace)",
+        );
+        return;
+    }
     let (ok, _, err) = run(&[
         "lab",
         "--via",
