@@ -181,7 +181,9 @@ pub fn state(virsh: &Virsh, name: &str) -> Result<String, LibvirtError> {
 /// A diskless domain that direct-boots migsight's guest image (the lab's
 /// and the tests' guests): machine `pc`, one vCPU, serial to a file, no
 /// disks or network, so it migrates between any two libvirt hosts that see
-/// the kernel and initramfs at the same paths.
+/// the kernel and initramfs at the same paths. ACPI is on, as in the QEMUs
+/// the lab starts itself (and without it libvirt 9.0 passes `-no-acpi`,
+/// which QEMU 10 no longer has).
 #[derive(Debug, Clone)]
 pub struct GuestDomain<'a> {
     pub name: &'a str,
@@ -236,6 +238,7 @@ impl GuestDomain<'_> {
     <initrd>{initrd}</initrd>
     <cmdline>{cmdline}</cmdline>
   </os>
+  <features><acpi/></features>
   {cpu}
   <on_poweroff>destroy</on_poweroff>
   <on_crash>destroy</on_crash>
