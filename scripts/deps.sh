@@ -124,3 +124,28 @@ EOF
     "$Q72/bin/qemu-system-x86_64" --version | head -n1 | grep -q "version 7\.2" ||
         die "the unpacked QEMU 7.2 does not run: $("$Q72/bin/qemu-system-x86_64" --version 2>&1 | head -n3)"
 fi
+
+# ---------------------------------------------------------------- libvirt --
+# For libvirt-managed VMs (`migsight plan/migrate libvirt:NAME`) and their
+# end-to-end test, which runs two libvirt daemons of its own
+# (scripts/libvirt/pair.sh): the daemon, virsh and the QEMU driver, from
+# bookworm-backports like QEMU 10 (libvirt 11.x: multifd with zstd, and
+# post-copy preemption). Only the daemon binary: no libvirt-daemon-system,
+# so no system daemon, network or firewall is set up.
+case "$(version_of libvirt-daemon-driver-qemu)" in
+    1[1-9].*) ;;
+    *)
+        log "installing libvirt 11 (libvirt-daemon, libvirt-clients, libvirt-daemon-driver-qemu from bookworm-backports)"
+        apt_update
+        as_root apt-get install -y -qq --no-install-recommends -t bookworm-backports \
+            libvirt-daemon libvirt-clients libvirt-daemon-driver-qemu >/dev/null ||
+            die "could not install libvirt from bookworm-backports"
+        ;;
+esac
+# The QEMU driver wants these even with user = "root" in qemu.conf; only
+# libvirt-daemon-system would create them.
+getent group kvm >/dev/null || as_root groupadd --system kvm
+id libvirt-qemu >/dev/null 2>&1 ||
+    as_root useradd --system --gid kvm --home-dir /var/lib/libvirt --no-create-home \
+        --shell /usr/sbin/nologin libvirt-qemu
+command -v unshare >/dev/null || die "unshare (util-linux) is missing"

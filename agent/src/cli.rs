@@ -85,6 +85,10 @@ pub struct AgentArgs {
     /// Skip QEMU's calc-dirty-rate cross-check.
     #[arg(long)]
     pub no_qemu_dirty_rate: bool,
+    /// libvirt connection asked about `libvirt:NAME` VMs (which algorithms
+    /// that libvirt can run on them).
+    #[arg(long, default_value = "qemu:///system")]
+    pub libvirt_uri: String,
 }
 
 impl Default for AgentArgs {
@@ -101,6 +105,7 @@ impl Default for AgentArgs {
             request_memory_mib: 4,
             max_window_s: 600,
             no_qemu_dirty_rate: false,
+            libvirt_uri: "qemu:///system".into(),
         }
     }
 }
@@ -315,6 +320,28 @@ async fn profile_request(
         .map_err(|e| ErrorReply::new(ErrorKind::Internal, format!("locate task failed: {e}")))?
         .map_err(|e: AgentError| e.to_reply())?;
     let pid = target.pid;
+    // libvirt owns the monitor: QEMU's dirty-rate cross-check goes through
+    // libvirt, over the profiling window.
+    let dirty_rate_started = match &p.vm {
+        migsight_proto::wire::VmRef::Libvirt(domain) if !state.args.no_qemu_dirty_rate => {
+            let (uri, domain, secs) = (
+                state.args.libvirt_uri.clone(),
+                domain.clone(),
+                (p.window_ms / 1000).max(1),
+            );
+            tokio::task::spawn_blocking(move || {
+                let virsh = migsight_libvirt::Virsh::new(&uri);
+                migsight_libvirt::domain::start_dirty_rate(&virsh, &domain, secs)
+                    .map_err(
+                        |e| tracing::info!(domain, error = %e, "no libvirt dirty-rate cross-check"),
+                    )
+                    .is_ok()
+            })
+            .await
+            .unwrap_or(false)
+        }
+        _ => false,
+    };
     // Join a running profile of the same VM, or start one.
     let mut rx = {
         let mut running = state.running.lock().unwrap();
@@ -363,6 +390,31 @@ async fn profile_request(
         .clone()
         .expect("checked is_some");
     let mut report = result?;
+    if let migsight_proto::wire::VmRef::Libvirt(domain) = &p.vm {
+        let (uri, domain) = (state.args.libvirt_uri.clone(), domain.clone());
+        let (qemu, rate) = tokio::task::spawn_blocking(move || {
+            let virsh = migsight_libvirt::Virsh::new(&uri);
+            // It was started with the window, so it ends about now.
+            let rate = dirty_rate_started
+                .then(|| {
+                    (0..15).find_map(|_| {
+                        let r = migsight_libvirt::domain::dirty_rate(&virsh, &domain).ok()?;
+                        if r.is_none() {
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                        r
+                    })
+                })
+                .flatten();
+            (libvirt_qemu_info(&uri, &domain, pid), rate)
+        })
+        .await
+        .map_err(|e| ErrorReply::new(ErrorKind::Internal, format!("libvirt task failed: {e}")))?;
+        if qemu.is_some() {
+            report.qemu = qemu;
+        }
+        report.qemu_dirty_rate = report.qemu_dirty_rate.or(rate);
+    }
     // A joined run may have been asked for another bandwidth: VM_ptr is ours.
     report.features.set(
         Feature::VmPtr,
@@ -372,6 +424,30 @@ async fn profile_request(
         AfterProfile::Nothing => Ok(report),
         AfterProfile::Predict | AfterProfile::Recommend { .. } => {
             ask_predictor(&p, report, &state.args.predictor).await
+        }
+    }
+}
+
+/// What the libvirt at `uri` can run on `domain` (QEMU process `pid`): the
+/// QEMU binary's rules and libvirt's own, so the predictor only predicts
+/// what `migsight migrate libvirt:NAME` can realise. `None` (logged) when
+/// libvirt cannot be asked: the binary's view stands.
+fn libvirt_qemu_info(uri: &str, domain: &str, pid: u32) -> Option<migsight_proto::wire::QemuInfo> {
+    use migsight_libvirt::{DomainFacts, LibvirtSupport, Virsh};
+    let virsh = Virsh::new(uri);
+    let asked = DomainFacts::query(&virsh, domain).and_then(|facts| {
+        let args = crate::vm::cmdline(pid).unwrap_or_default();
+        let exe = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
+        let qemu = migsight_qemu::discovery::binary_version(&exe)
+            .ok()
+            .map(|v| migsight_qemu::HostSupport::from_version(v, &args));
+        LibvirtSupport::query(&virsh, qemu, Some(facts.accel()))
+    });
+    match asked {
+        Ok(s) => Some(s.info()),
+        Err(e) => {
+            tracing::warn!(uri, domain, error = %e, "cannot ask libvirt what it can run; using the QEMU binary's view");
+            None
         }
     }
 }

@@ -91,7 +91,33 @@ pub fn locate(r: &VmRef) -> Result<VmTarget, AgentError> {
                 )));
             }
             let pidfile = PathBuf::from(format!("/run/libvirt/qemu/{domain}.pid"));
-            let pid = read_pidfile(&pidfile, &format!("libvirt domain {domain:?}"))?;
+            let pid = match read_pidfile(&pidfile, &format!("libvirt domain {domain:?}")) {
+                Ok(pid) => pid,
+                // A libvirtd whose run directory this process does not see
+                // (another mount namespace: a container, a second daemon):
+                // libvirt always names its QEMU `-name guest=NAME`.
+                Err(AgentError::VmNotFound(why)) => {
+                    let named: Vec<u32> = qemu_pids()
+                        .into_iter()
+                        .filter(|p| {
+                            cmdline(*p)
+                                .is_ok_and(|a| vm_name(&a).as_deref() == Some(domain.as_str()))
+                        })
+                        .collect();
+                    match named[..] {
+                        [pid] => pid,
+                        [] => return Err(AgentError::VmNotFound(why)),
+                        _ => {
+                            return Err(AgentError::BadRequest(format!(
+                                "{} QEMU processes run a libvirt domain named {domain:?} and {} does not exist; give a pid",
+                                named.len(),
+                                pidfile.display()
+                            )))
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            };
             check_qemu(pid)?;
             // libvirtd owns the domain's QMP socket: pid-only mode.
             Ok(VmTarget {

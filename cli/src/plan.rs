@@ -116,6 +116,11 @@ pub struct PlanArgs {
     /// Print one JSON object (see docs/json.md) instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// libvirt:NAME: the libvirt connection to read the domain's facts from
+    /// (default $LIBVIRT_DEFAULT_URI, else qemu:///system; the agent asks its
+    /// own --libvirt-uri which algorithms libvirt can run).
+    #[arg(long, value_name = "URI")]
+    pub connect: Option<String>,
 }
 
 pub fn vm_ref(s: &str) -> Result<VmRef, String> {
@@ -151,6 +156,44 @@ pub struct PlanOutput {
     pub qemu: Option<QemuInfo>,
     /// The predictor's answer (wire::Recommendation serialised with serde).
     pub recommendation: Recommendation,
+    /// For `libvirt:NAME`: what libvirt says of the domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub libvirt: Option<LibvirtDomain>,
+}
+
+/// A libvirt domain's facts, as `plan` shows them (`virsh dumpxml`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LibvirtDomain {
+    pub uri: String,
+    pub name: String,
+    pub uuid: String,
+    /// `kvm` or `qemu` (TCG).
+    pub domain_type: String,
+    pub memory_mib: u64,
+    pub current_memory_mib: u64,
+    pub vcpus: u32,
+    /// `<memoryBacking>` in words; empty: anonymous memory.
+    pub memory_backing: Vec<String>,
+    /// One line for people.
+    pub summary: String,
+}
+
+impl LibvirtDomain {
+    /// Asks libvirt at `uri` about `name`.
+    pub fn query(uri: &str, name: &str) -> Result<LibvirtDomain> {
+        let f = migsight_libvirt::DomainFacts::query(&migsight_libvirt::Virsh::new(uri), name)?;
+        Ok(LibvirtDomain {
+            uri: uri.to_string(),
+            summary: f.describe(),
+            name: f.name,
+            uuid: f.uuid,
+            domain_type: f.domain_type,
+            memory_mib: f.memory_kib / 1024,
+            current_memory_mib: f.current_memory_kib / 1024,
+            vcpus: f.vcpus,
+            memory_backing: f.memory_backing,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -205,6 +248,7 @@ impl PlanOutput {
             dirtied: report.dirtied.clone(),
             qemu: report.qemu.clone(),
             recommendation,
+            libvirt: None,
         })
     }
 }
@@ -462,14 +506,18 @@ pub fn render_plan(report: &ProfileReport, out: &PlanOutput) -> String {
                 .as_deref()
                 .map(|a| format!(", {a}"))
                 .unwrap_or_default(),
-            if q.source == "qmp" {
-                "asked over QMP"
-            } else {
-                "pid-only: from the QEMU binary's --version and the command line"
+            match q.source.as_str() {
+                "qmp" => "asked over QMP",
+                "libvirt" =>
+                    "libvirt owns the monitor: what this libvirt and the QEMU binary can run",
+                _ => "pid-only: from the QEMU binary's --version and the command line",
             }
         ),
         None => "QEMU version unknown (every algorithm the model knows is listed)\n".into(),
     };
+    if let Some(l) = &out.libvirt {
+        s += &format!("{} (via {})\n", l.summary, l.uri);
+    }
     let sla = rec.sla;
     let mut limits = Vec::new();
     if let Some(v) = sla.max_downtime_ms {
@@ -502,7 +550,19 @@ pub fn render_plan(report: &ProfileReport, out: &PlanOutput) -> String {
 }
 
 pub fn run(a: PlanArgs) -> Result<()> {
-    let (report, out) = plan(&a.vm, &a.profile, a.bandwidth.bytes_per_s, &a.sla)?;
+    let (report, mut out) = plan(&a.vm, &a.profile, a.bandwidth.bytes_per_s, &a.sla)?;
+    if let VmRef::Libvirt(name) = &a.vm {
+        let uri = a
+            .connect
+            .clone()
+            .unwrap_or_else(migsight_libvirt::default_uri);
+        match LibvirtDomain::query(&uri, name) {
+            Ok(d) => out.libvirt = Some(d),
+            Err(e) => eprintln!(
+                "migsight: warning: could not read the domain from libvirt at {uri}: {e:#}"
+            ),
+        }
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {

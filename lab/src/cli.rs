@@ -63,6 +63,28 @@ pub struct LabArgs {
     /// Where QEMU sockets and snapshots live during a group.
     #[arg(long, default_value = "/tmp/migsight-lab")]
     pub runs_dir: PathBuf,
+    /// How to drive the migrations: qmp (QEMUs the lab starts itself) or libvirt
+    /// (domains on --libvirt-from migrated to --libvirt-to with virsh).
+    #[arg(long, value_enum, default_value_t = Via::Qmp)]
+    pub via: Via,
+    /// --via libvirt: the source libvirt's connection URI (the guests are defined there;
+    /// it must run on this host: the lab profiles the guest's QEMU process).
+    #[arg(long, value_name = "URI")]
+    pub libvirt_from: Option<String>,
+    /// --via libvirt: the destination libvirt's connection URI.
+    #[arg(long, value_name = "URI")]
+    pub libvirt_to: Option<String>,
+    /// --via libvirt: the destination's address for the migration data
+    /// (virsh --migrateuri tcp://HOST:PORT); default: libvirt picks.
+    #[arg(long, value_name = "HOST")]
+    pub libvirt_migrate_host: Option<String>,
+}
+
+/// `--via`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    Qmp,
+    Libvirt,
 }
 
 /// `--ranges`.
@@ -116,6 +138,14 @@ impl LabArgs {
                 RangeSet::Wide => Ranges::WIDE,
             },
             runs_dir: self.runs_dir.join(std::process::id().to_string()),
+            libvirt: match (self.via, &self.libvirt_from, &self.libvirt_to) {
+                (Via::Libvirt, Some(from), Some(to)) => Some(runner::LibvirtLab {
+                    from: from.clone(),
+                    to: to.clone(),
+                    migrate_host: self.libvirt_migrate_host.clone(),
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -134,16 +164,40 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
     })?;
     let accel_args = ["qemu".to_string(), "-accel".into(), args.accel.arg().into()];
     let support = HostSupport::from_version(version, &accel_args);
-    let cfg = args.config(&support.available());
+    let offered: Box<dyn Fn(Algorithm) -> Option<String>> = match args.via {
+        Via::Qmp => {
+            if args.libvirt_from.is_some() || args.libvirt_to.is_some() {
+                anyhow::bail!("--libvirt-from/--libvirt-to need --via libvirt");
+            }
+            let s = support.clone();
+            Box::new(move |a| s.unavailable(a))
+        }
+        Via::Libvirt => {
+            let (Some(from), Some(_)) = (&args.libvirt_from, &args.libvirt_to) else {
+                anyhow::bail!("--via libvirt needs --libvirt-from URI and --libvirt-to URI");
+            };
+            let lv = migsight_libvirt::LibvirtSupport::query(
+                &migsight_libvirt::Virsh::new(from),
+                Some(support.clone()),
+                Some(args.accel.name()),
+            )?;
+            Box::new(move |a| lv.unavailable(a))
+        }
+    };
+    let available: Vec<Algorithm> = Algorithm::ALL
+        .into_iter()
+        .filter(|a| offered(*a).is_none())
+        .collect();
+    let cfg = args.config(&available);
     for a in &cfg.algorithms {
-        if let Some(why) = support.unavailable(*a) {
+        if let Some(why) = offered(*a) {
             anyhow::bail!("--algorithms {a}: not available on QEMU {version}: {why}");
         }
     }
     eprintln!("lab: preparing the guest image (built once, then cached)");
     let image = GuestImage::ensure()?;
     eprintln!(
-        "lab: image {} | {} rows to {} | window {:?}, cap {:?}, QEMU {} ({}), accel {} | algorithms {}",
+        "lab: image {} | {} rows to {} | window {:?}, cap {:?}, QEMU {} ({}), accel {}, via {} | algorithms {}",
         image.dir.display(),
         cfg.samples,
         cfg.out.display(),
@@ -152,6 +206,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
         version,
         migsight_qemu::process::binary(),
         cfg.accel.name(),
+        if cfg.libvirt.is_some() { "libvirt" } else { "qmp" },
         cfg.algorithms
             .iter()
             .map(|a| a.name())

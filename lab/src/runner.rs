@@ -9,6 +9,10 @@
 //! booting (≈5 s), and every row of a group starts from the same state, as in
 //! the seeds' 512-migration dataset.
 
+#[path = "runner_libvirt.rs"]
+mod via_libvirt;
+pub use via_libvirt::LibvirtLab;
+
 use crate::workload::{Ranges, Workload};
 use anyhow::{anyhow, bail, Context, Result};
 use migsight_agent::ops_page::{ops_rate, OpsPage};
@@ -62,6 +66,8 @@ pub struct LabConfig {
     pub ranges: Ranges,
     /// Where QEMU sockets and snapshots live while a group runs.
     pub runs_dir: PathBuf,
+    /// Through libvirt instead of QMP (`--via libvirt`).
+    pub libvirt: Option<LibvirtLab>,
 }
 
 /// What a run did.
@@ -233,6 +239,9 @@ impl GroupCtx<'_> {
         cancel: &AtomicBool,
         mut emit: impl FnMut(&Sample, Algorithm, usize) -> Result<()>,
     ) -> Result<()> {
+        if let Some(lv) = &self.cfg.libvirt {
+            return self.run_libvirt(lv, algorithms, cancel, emit);
+        }
         let state = self.cfg.runs_dir.join(format!("{}.state", self.group_id));
         let _cleanup = RemoveOnDrop(state.clone());
         let ops_page = {
@@ -361,17 +370,35 @@ impl GroupCtx<'_> {
         if !src.alive() {
             bail!("source QEMU died during migration: {}", src.stderr_tail());
         }
-        let measured = Measured {
+        Ok(self.row(RowFacts {
+            report: &report,
+            mcfg: &mcfg,
+            outcome: &outcome,
             costs,
-            performance: ops_before
-                .zip(ops_during)
+            ops_before,
+            ops_during,
+            qemu_version,
+            via: "qmp",
+            others,
+        }))
+    }
+
+    /// The outcome row of one migration of this group, whichever way
+    /// (QMP or libvirt) it ran: the lab's context (seed, workload, image,
+    /// group) on top of what the profile says.
+    pub(super) fn row(&self, f: RowFacts<'_>) -> Sample {
+        let measured = Measured {
+            costs: f.costs,
+            performance: f
+                .ops_before
+                .zip(f.ops_during)
                 .filter(|(before, _)| *before > 0.0)
                 .map(|(before, during)| during / before),
-            ops_before_per_s: ops_before,
-            ops_during_per_s: ops_during,
+            ops_before_per_s: f.ops_before,
+            ops_during_per_s: f.ops_during,
         };
         let ctx = RowContext {
-            qemu_version,
+            qemu_version: f.qemu_version,
             accel: self.cfg.accel.name().into(),
             guest_mem_mib: Some(self.mem_mib),
             workload_type: Some(self.workload.mode.workload_type() as u8),
@@ -386,18 +413,25 @@ impl GroupCtx<'_> {
             // The configured window, as the lab has always recorded it.
             window_ms: Some(self.cfg.window.as_millis() as u64),
             group_id: self.group_id.clone(),
-            via: "qmp".into(),
-            other_vms: Some(others),
-            ..RowContext::from_profile(&report)
+            via: f.via.into(),
+            other_vms: Some(f.others),
+            ..RowContext::from_profile(f.report)
         };
-        Ok(build_row(
-            &report.features,
-            &mcfg,
-            &outcome,
-            &measured,
-            &ctx,
-        ))
+        build_row(&f.report.features, f.mcfg, f.outcome, &measured, &ctx)
     }
+}
+
+/// What one migration measured, for [`GroupCtx::row`].
+pub(super) struct RowFacts<'a> {
+    pub report: &'a migsight_proto::wire::ProfileReport,
+    pub mcfg: &'a MigrationConfig,
+    pub outcome: &'a migsight_qemu::MigrationOutcome,
+    pub costs: migsight_qemu::outcome::Costs,
+    pub ops_before: Option<f64>,
+    pub ops_during: Option<f64>,
+    pub qemu_version: String,
+    pub via: &'static str,
+    pub others: u32,
 }
 
 /// Waits for a migration (here: a snapshot to a file) to finish.

@@ -39,6 +39,7 @@ fn one_precopy_migration_gives_a_consistent_row() {
         }),
         ranges: migsight_lab::workload::Ranges::CLASSIC,
         runs_dir: dir.path().join("runs"),
+        libvirt: None,
     };
     let summary = runner::run(&cfg, &image, &AtomicBool::new(false)).expect("lab run");
     assert_eq!(summary.written, 1);

@@ -54,6 +54,10 @@ impl CpuReading {
 pub struct Meter {
     pid: u32,
     cpu_start: Option<CpuReading>,
+    /// The latest reading during the migration: a source that exits when
+    /// the migration completes (libvirt ends the source QEMU) has no
+    /// reading at the end.
+    cpu_last: Option<CpuReading>,
     rss_before: Option<u64>,
     rss_peak: u64,
     tx_start: Option<u64>,
@@ -66,6 +70,7 @@ impl Meter {
         Meter {
             pid,
             cpu_start: CpuReading::now(pid),
+            cpu_last: None,
             rss_before,
             rss_peak: rss_before.unwrap_or(0),
             tx_start: loopback.then(lo_tx_bytes).flatten(),
@@ -77,18 +82,22 @@ impl Meter {
         if let Ok(r) = procfs::process_rss_bytes(self.pid) {
             self.rss_peak = self.rss_peak.max(r);
         }
+        if let Some(c) = CpuReading::now(self.pid) {
+            self.cpu_last = Some(c);
+        }
     }
 
     /// Ends the measurement. `baseline_cpu_percent` is the source's own CPU
     /// use before the migration (its profile), subtracted to leave what
     /// the migration added.
     pub fn finish(self, wall: Duration, baseline_cpu_percent: Option<f64>) -> Costs {
-        let end = CpuReading::now(self.pid);
-        let during = match (self.cpu_start, end) {
+        let during = match (self.cpu_start, CpuReading::now(self.pid)) {
             (Some(a), Some(b)) => {
                 let dt = wall.as_secs_f64().max(1e-3);
                 Some((b.cpu_seconds - a.cpu_seconds) / dt * 100.0)
             }
+            // The source is gone: up to the last reading taken while it ran.
+            (Some(a), None) => self.cpu_last.and_then(|b| a.percent_until(&b)),
             _ => None,
         };
         Costs {

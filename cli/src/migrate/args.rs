@@ -27,10 +27,11 @@ fn algorithm_choice(s: &str) -> Result<AlgorithmChoice, String> {
 
 #[derive(clap::Args, Debug)]
 pub struct MigrateArgs {
-    /// The VM: qmp:PATH, pid:N, name:NAME, proxmox:ID, or a bare PID, QMP socket path or -name.
+    /// The VM: qmp:PATH, pid:N, name:NAME, libvirt:NAME, proxmox:ID, or a bare PID, QMP socket path or -name.
     #[arg(value_parser = plan::vm_ref, value_name = "VM")]
     pub vm: VmRef,
-    /// Migration URI of the destination, e.g. tcp:10.0.0.2:4444.
+    /// Destination: QEMU's migration URI, e.g. tcp:10.0.0.2:4444; for libvirt:NAME the
+    /// destination libvirt's connection URI, e.g. qemu+ssh://dst/system.
     #[arg(long, value_name = "URI")]
     pub to: String,
     /// auto (profile and take the recommendation), or one the source QEMU offers: precopy,
@@ -72,6 +73,19 @@ pub struct MigrateArgs {
     /// Do not wait for Enter before migrating to a destination migsight did not prepare.
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// libvirt:NAME: the source libvirt's connection URI (default $LIBVIRT_DEFAULT_URI, else qemu:///system).
+    #[arg(long, value_name = "URI")]
+    pub connect: Option<String>,
+    /// libvirt:NAME: where the migration data goes (virsh --migrateuri), e.g. tcp://10.0.0.2:49152.
+    #[arg(long, value_name = "URI")]
+    pub migrate_uri: Option<String>,
+    /// libvirt:NAME: undefine the domain on the source once it runs on the destination.
+    #[arg(long)]
+    pub undefine_source: bool,
+    /// Multifd channels: for multifd algorithms instead of migsight's rule; with
+    /// another algorithm, multifd on top of it (libvirt:NAME; refused where QEMU refuses it).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub multifd_channels: Option<u64>,
     /// Print one JSON object at the end (see docs/json.md); human output goes to stderr.
     #[arg(long)]
     pub json: bool,

@@ -12,6 +12,7 @@
 //! recover.
 
 mod args;
+mod libvirt;
 mod measure;
 mod report;
 
@@ -42,9 +43,23 @@ struct Source {
 }
 
 pub fn run(a: MigrateArgs) -> Result<()> {
+    if let migsight_proto::wire::VmRef::Libvirt(domain) = &a.vm {
+        let domain = domain.clone();
+        return libvirt::run(a, &domain);
+    }
     let out = Out { json: a.json };
     let (dst_host, port) = tcp_port(&a.to)?;
     check_arguments(&a)?;
+    if a.connect.is_some() || a.migrate_uri.is_some() || a.undefine_source {
+        bail!("--connect, --migrate-uri and --undefine-source are for libvirt:NAME VMs");
+    }
+    if let (AlgorithmChoice::Given(g), Some(_)) = (a.algorithm, a.multifd_channels) {
+        if !g.is_multifd() {
+            bail!(
+                "--multifd-channels with {g}: over QMP only the multifd algorithms take channels"
+            );
+        }
+    }
     let source = find_source(&a)?;
     let support = discover(&source)?;
     refuse_unavailable(&a, &support)?;
@@ -82,7 +97,7 @@ pub fn run(a: MigrateArgs) -> Result<()> {
         &out,
         &a,
         planned.as_ref(),
-        &source,
+        (source.pid, source.ram_bytes, "qmp"),
         &support,
         &cfg,
         &ran,
@@ -120,7 +135,7 @@ fn find_source(a: &MigrateArgs) -> Result<Source> {
         migsight_agent::vm::locate(&a.vm).with_context(|| format!("finding VM {}", a.vm))?;
     let qmp = a.qmp.clone().or_else(|| target.qmp.clone()).ok_or_else(|| {
         anyhow!(
-            "no QMP socket found for {} (pid {}); pass --qmp PATH (libvirt-managed VMs: migrate with virsh using the printed parameters)",
+            "no QMP socket found for {} (pid {}); pass --qmp PATH (libvirt-managed VMs: migrate them as libvirt:NAME)",
             a.vm,
             target.pid
         )
@@ -251,6 +266,9 @@ fn configure(a: &MigrateArgs, algorithm: Algorithm) -> MigrationConfig {
     let mut cfg = MigrationConfig::new(algorithm, a.bandwidth.bytes_per_s);
     cfg.downtime_limit_ms = a.sla.downtime_limit_ms().round() as u64;
     cfg.cap = a.cap;
+    if let (true, Some(n)) = (algorithm.is_multifd(), a.multifd_channels) {
+        cfg.multifd_channels = n;
+    }
     cfg
 }
 
@@ -431,7 +449,7 @@ fn record(
     out: &Out,
     a: &MigrateArgs,
     planned: Option<&(ProfileReport, PlanOutput)>,
-    source: &Source,
+    (pid, ram_bytes, via): (u32, u64, &str),
     support: &HostSupport,
     cfg: &MigrationConfig,
     ran: &Ran,
@@ -451,10 +469,10 @@ fn record(
     let ctx = RowContext {
         qemu_version: support.version.to_string(),
         accel: support.accel.clone().unwrap_or_default(),
-        guest_mem_mib: Some(source.ram_bytes >> 20),
+        guest_mem_mib: Some(ram_bytes >> 20),
         workload: "production".into(),
-        group_id: outcome::new_group_id(source.pid),
-        via: "qmp".into(),
+        group_id: outcome::new_group_id(pid),
+        via: via.into(),
         other_vms: Some(ran.other_vms),
         ..RowContext::from_profile(report)
     };
