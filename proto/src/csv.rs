@@ -658,7 +658,8 @@ impl CsvAppender {
             source,
         })?;
         let first = String::from_utf8_lossy(&first);
-        let have: Vec<&str> = first.split(',').map(str::trim).collect();
+        let have = header_fields(&first);
+        let have: Vec<&str> = have.iter().map(String::as_str).collect();
         let want = header(&self.extra_columns);
         if have != want.iter().map(String::as_str).collect::<Vec<_>>() {
             // A torn header (a crash while a new file got its first line)
@@ -802,7 +803,8 @@ pub fn widen(path: &Path, extra_columns: &[String]) -> Result<Vec<String>, CsvEr
         let first = first_line(&file).map_err(oerr)?;
         let first = String::from_utf8_lossy(&first);
         let want = header(extra_columns);
-        let have: Vec<&str> = first.split(',').map(str::trim).collect();
+        let have = header_fields(&first);
+        let have: Vec<&str> = have.iter().map(String::as_str).collect();
         if have.len() >= want.len() || want.iter().zip(&have).any(|(w, h)| w != h) {
             return Ok(Vec::new());
         }
@@ -815,6 +817,20 @@ pub fn widen(path: &Path, extra_columns: &[String]) -> Result<Vec<String>, CsvEr
         crate::write_file_atomic(path, &w.bytes).map_err(werr)?;
         drop(lock);
         return Ok(w.added);
+    }
+}
+
+/// The column names of a header line, parsed by the `csv` crate (quoted
+/// names and all), trimmed as the reader trims them. An unparsable line
+/// gives no names, which no expected header equals.
+fn header_fields(line: &str) -> Vec<String> {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(line.as_bytes());
+    let mut rec = csv::StringRecord::new();
+    match r.read_record(&mut rec) {
+        Ok(true) => rec.iter().map(|f| f.trim().to_string()).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -834,7 +850,8 @@ fn widened(path: &Path, text: &str, extra_columns: &[String]) -> Result<Option<W
     let Some(first) = text.lines().next() else {
         return Ok(None);
     };
-    let have: Vec<&str> = first.split(',').map(str::trim).collect();
+    let have = header_fields(first);
+    let have: Vec<&str> = have.iter().map(String::as_str).collect();
     if have.len() >= want.len() || want.iter().zip(&have).any(|(w, h)| w != h) {
         return Ok(None);
     }

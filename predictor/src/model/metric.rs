@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub enum ConvergeModel {
     /// Too few non-converged (or converged) rows: the Laplace-smoothed rate.
     Constant { p: f64, note: String },
-    /// Log-loss trees on [`CONVERGE_INPUTS`]; probabilities kept within
+    /// Log-loss trees on [`super::converge::CONVERGE_INPUTS`]; probabilities kept within
     /// `[floor, 1 − floor]`, `floor = 1/(n+2)`.
     Classifier { model: Gbdt, floor: f64 },
 }

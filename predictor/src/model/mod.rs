@@ -1,9 +1,11 @@
 //! The trained model: one regressor per algorithm × metric with
 //! split-conformal intervals and a convergence classifier per algorithm
-//! ([`metric`], [`conformal`]), trained by [`train`], stored by [`file`],
+//! ([`metric`], [`conformal`]), trained by [`train`] (the classifier by
+//! [`converge`]), stored by [`file`],
 //! served by [`serve`] (explained by [`explain`]).
 
 pub mod conformal;
+pub mod converge;
 pub mod explain;
 pub mod file;
 pub mod folds;
@@ -14,13 +16,14 @@ pub(crate) mod testutil;
 pub mod train;
 
 pub use conformal::{conformal_offsets, Residuals, COVERAGE};
+pub use converge::train_converge;
 pub use file::{LoadError, FORMAT_VERSION, MAGIC, MAX_MODEL_BYTES};
 pub use folds::{assign_folds, parallel_map};
 pub use metric::{
     AlgorithmModel, ConvergeModel, MetricModel, MetricPrediction, MetricStatus, Transformed,
 };
 pub use train::{
-    selection_loss, train_algorithm, train_converge, train_metric, TrainOptions, TrainedAlgorithm,
+    selection_loss, train_algorithm, train_metric, TrainOptions, TrainedAlgorithm,
     MIN_CALIBRATION_ROWS, MIN_FIT_ROWS,
 };
 
