@@ -254,7 +254,7 @@ impl Qemu {
                     stderr: stderr.trim().chars().take(2000).collect(),
                 });
             }
-            if self.qmp_path.exists() && self.agent_qmp_path.exists() {
+            if accepts(&self.qmp_path) && accepts(&self.agent_qmp_path) {
                 return Ok(());
             }
             if start.elapsed() > timeout {
@@ -302,4 +302,12 @@ impl Drop for Qemu {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }
+}
+
+/// Whether a QMP server listens on `path`. The socket file appears when
+/// QEMU binds it, a moment before it listens (and stays when QEMU dies
+/// early): only a connection that succeeds says the monitor is there. The
+/// probe connection is closed at once; QEMU then accepts the next client.
+pub fn accepts(path: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(path).is_ok()
 }

@@ -66,7 +66,7 @@ impl Bare {
             _dir: dir,
         };
         let t0 = Instant::now();
-        while !b.qmp.exists() {
+        while !process::accepts(&b.qmp) {
             if let Ok(Some(st)) = b.child.try_wait() {
                 let mut err = String::new();
                 if let Some(mut e) = b.child.stderr.take() {

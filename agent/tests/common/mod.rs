@@ -143,7 +143,7 @@ impl Guest {
         };
         if let Some(q) = &qmp {
             let t = Instant::now();
-            while !q.exists() {
+            while !migsight_qemu::process::accepts(q) {
                 assert!(
                     t.elapsed() < Duration::from_secs(10),
                     "QMP socket never appeared"
