@@ -8,10 +8,9 @@
 
 use super::args::{is_loopback, AlgorithmChoice, MigrateArgs};
 use super::measure::{self, Notes};
-use super::report::{compare, render_comparison, MigrateJson, Out, OutcomeJson, ProgressPrinter};
+use super::report::{compare, render_comparison, Out, ProgressPrinter};
 use super::{
-    announce, check_arguments, configure, exit_status, measure_outcome, plan_unless_told_not_to,
-    record, Ran,
+    announce, check_arguments, configure, measure_outcome, plan_unless_told_not_to, record, Ran,
 };
 use crate::plan::PlanOutput;
 use anyhow::{anyhow, bail, Context, Result};
@@ -87,21 +86,14 @@ pub fn run(a: MigrateArgs, name: &str) -> Result<()> {
         &ran,
         &measured,
     );
-    if a.json {
-        let j = MigrateJson {
-            migsight_migrate: 1,
-            vm: a.vm.to_string(),
-            algorithm,
-            recommended: planned.as_ref().map(|(_, p)| p.recommendation.recommended),
-            to: a.to.clone(),
-            plan: planned.as_ref().map(|(_, p)| p),
-            outcome: OutcomeJson::new(&ran.outcome),
-            comparison,
-            outcome_row,
-        };
-        println!("{}", serde_json::to_string_pretty(&j)?);
-    }
-    exit_status(&ran.outcome)
+    super::finish(
+        &a,
+        algorithm,
+        planned.as_ref(),
+        &ran.outcome,
+        comparison,
+        outcome_row,
+    )
 }
 
 fn opt(v: Option<u64>) -> String {

@@ -103,21 +103,14 @@ pub fn run(a: MigrateArgs) -> Result<()> {
         &ran,
         &measured,
     );
-    if a.json {
-        let j = MigrateJson {
-            migsight_migrate: 1,
-            vm: a.vm.to_string(),
-            algorithm,
-            recommended: planned.as_ref().map(|(_, p)| p.recommendation.recommended),
-            to: a.to.clone(),
-            plan: planned.as_ref().map(|(_, p)| p),
-            outcome: OutcomeJson::new(&ran.outcome),
-            comparison,
-            outcome_row,
-        };
-        println!("{}", serde_json::to_string_pretty(&j)?);
-    }
-    exit_status(&ran.outcome)
+    finish(
+        &a,
+        algorithm,
+        planned.as_ref(),
+        &ran.outcome,
+        comparison,
+        outcome_row,
+    )
 }
 
 /// Flags that contradict each other.
@@ -496,6 +489,33 @@ fn record(
             None
         }
     }
+}
+
+/// The last step of either way to migrate: the `--json` object when asked
+/// (a closed stdout is not an error), then the exit status.
+fn finish(
+    a: &MigrateArgs,
+    algorithm: Algorithm,
+    planned: Option<&(ProfileReport, PlanOutput)>,
+    outcome: &MigrationOutcome,
+    comparison: Vec<report::Comparison>,
+    outcome_row: Option<String>,
+) -> Result<()> {
+    if a.json {
+        let j = MigrateJson {
+            migsight_migrate: 1,
+            vm: a.vm.to_string(),
+            algorithm,
+            recommended: planned.map(|(_, p)| p.recommendation.recommended),
+            to: a.to.clone(),
+            plan: planned.map(|(_, p)| p),
+            outcome: OutcomeJson::new(outcome),
+            comparison,
+            outcome_row,
+        };
+        migsight_proto::write_stdout(&(serde_json::to_string_pretty(&j)? + "\n"))?;
+    }
+    exit_status(outcome)
 }
 
 fn exit_status(o: &MigrationOutcome) -> Result<()> {

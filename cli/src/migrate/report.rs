@@ -15,11 +15,13 @@ pub struct Out {
     pub json: bool,
 }
 impl Out {
+    /// One line for the operator. A closed stdout (`| head`) must not stop
+    /// a migration half-way, so a failed write is dropped, never a panic.
     pub fn say(&self, s: &str) {
         if self.json {
             eprintln!("{s}");
         } else {
-            println!("{s}");
+            let _ = migsight_proto::write_stdout(&format!("{s}\n"));
         }
     }
 }

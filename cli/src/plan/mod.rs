@@ -243,9 +243,9 @@ pub fn run(a: PlanArgs) -> Result<()> {
         }
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        migsight_proto::write_stdout(&(serde_json::to_string_pretty(&out)? + "\n"))?;
     } else {
-        print!("{}", render_plan(&report, &out));
+        migsight_proto::write_stdout(&render_plan(&report, &out))?;
     }
     Ok(())
 }
