@@ -13,7 +13,7 @@
 //! be had and migsight calls it what it is, `postcopy-preempt`.
 
 use crate::virsh::{LibvirtError, Virsh};
-use migsight_proto::wire::{AlgorithmSupport, QemuInfo};
+use migsight_proto::wire::QemuInfo;
 use migsight_proto::Algorithm;
 use migsight_qemu::driver::MigrationConfig;
 use migsight_qemu::{HostSupport, QemuVersion};
@@ -110,18 +110,12 @@ impl LibvirtSupport {
     /// The wire form, `source` "libvirt": the predictor only predicts
     /// what libvirt can run.
     pub fn info(&self) -> QemuInfo {
-        QemuInfo {
-            version: self.qemu.version.to_string(),
-            accel: self.qemu.accel.clone(),
-            source: "libvirt".into(),
-            algorithms: Algorithm::ALL
-                .into_iter()
-                .map(|a| AlgorithmSupport {
-                    algorithm: a,
-                    unavailable: self.unavailable(a),
-                })
-                .collect(),
-        }
+        QemuInfo::describe(
+            self.qemu.version.to_string(),
+            self.qemu.accel.clone(),
+            "libvirt".into(),
+            |a| self.unavailable(a),
+        )
     }
 
     /// The `virsh migrate` flags that realise `cfg` (everything after the

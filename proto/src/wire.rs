@@ -79,6 +79,28 @@ pub struct QemuInfo {
 }
 
 impl QemuInfo {
+    /// Every algorithm with `unavailable`'s verdict on it: how QEMU's own
+    /// discovery and libvirt's view (which may refuse more) describe a host.
+    pub fn describe(
+        version: String,
+        accel: Option<String>,
+        source: String,
+        unavailable: impl Fn(Algorithm) -> Option<String>,
+    ) -> QemuInfo {
+        QemuInfo {
+            version,
+            accel,
+            source,
+            algorithms: Algorithm::ALL
+                .into_iter()
+                .map(|a| AlgorithmSupport {
+                    algorithm: a,
+                    unavailable: unavailable(a),
+                })
+                .collect(),
+        }
+    }
+
     /// `(major, minor)` of [`QemuInfo::version`], when it parses.
     pub fn major_minor(&self) -> Option<(u32, u32)> {
         let mut it = self.version.split('.');

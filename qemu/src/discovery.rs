@@ -12,7 +12,7 @@
 use crate::cmdline;
 use crate::qmp::{Qmp, QmpError};
 use crate::version::QemuVersion;
-use migsight_proto::wire::{AlgorithmSupport, QemuInfo};
+use migsight_proto::wire::QemuInfo;
 use migsight_proto::Algorithm;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -165,18 +165,12 @@ impl HostSupport {
 
     /// The wire form (profile reports and prediction requests carry it).
     pub fn info(&self) -> QemuInfo {
-        QemuInfo {
-            version: self.version.to_string(),
-            accel: self.accel.clone(),
-            source: self.source.name().to_string(),
-            algorithms: Algorithm::ALL
-                .into_iter()
-                .map(|a| AlgorithmSupport {
-                    algorithm: a,
-                    unavailable: self.unavailable(a),
-                })
-                .collect(),
-        }
+        QemuInfo::describe(
+            self.version.to_string(),
+            self.accel.clone(),
+            self.source.name().to_string(),
+            |a| self.unavailable(a),
+        )
     }
 }
 
