@@ -126,7 +126,8 @@ impl Model {
                 ),
             ));
         }
-        let out_of_domain = self.out_of_domain(&fv, req, qemu_major);
+        let predicted: Vec<&AlgorithmModel> = zs.iter().map(|(am, _)| *am).collect();
+        let out_of_domain = self.out_of_domain(&fv, req, qemu_major, &predicted);
         let missing_features = self
             .raw_features
             .iter()
@@ -153,6 +154,7 @@ impl Model {
         fv: &FeatureVector,
         req: &PredictRequest,
         qemu_major: Option<f64>,
+        predicted: &[&AlgorithmModel],
     ) -> Vec<String> {
         // The algorithm-independent inputs of any row (the series' columns
         // are not checked here).
@@ -188,6 +190,25 @@ impl Model {
                     accel.map(|a| format!(" under {a}")).unwrap_or_default(),
                     trained.join(", ")
                 ));
+            }
+            if self.domain.has_platform(&release, None) {
+                // The model knows this release, but an algorithm may not:
+                // QEMU 7.2 offers multifd, the lab ran it on 10.0 only.
+                for am in predicted {
+                    if !am.domain.has_platform(&release, None) {
+                        let trained: Vec<String> = am
+                            .domain
+                            .platforms
+                            .iter()
+                            .map(|p| format!("{} ({} rows)", p.release, p.rows))
+                            .collect();
+                        out.push(format!(
+                            "{}: no training rows on QEMU {release}; its figures come from QEMU {}",
+                            am.algorithm,
+                            trained.join(", ")
+                        ));
+                    }
+                }
             }
         }
         out
@@ -466,6 +487,51 @@ mod tests {
         });
         let e = m.predict(&r).unwrap_err();
         assert_eq!(e.kind, ErrorKind::NoModel, "an empty list offers nothing");
+    }
+
+    #[test]
+    fn an_algorithm_without_rows_on_the_release_says_so() {
+        use crate::domain::Platform;
+        let mut m = Model::train(&data(20, 2, false), &fast(FamilyKind::Gbdt, 1));
+        let platform = |release: &str| Platform {
+            release: release.into(),
+            accel: "tcg".into(),
+            rows: 45,
+        };
+        // The model knows 7.2 and 10.0; one algorithm was run on 10.0 only
+        // (as the lab ran multifd).
+        m.domain.platforms = vec![platform("10.0"), platform("7.2")];
+        for am in &mut m.algorithms {
+            am.domain.platforms = if am.algorithm == Algorithm::Xbzrle {
+                vec![platform("10.0")]
+            } else {
+                vec![platform("10.0"), platform("7.2")]
+            };
+        }
+        let mut r = request(vm());
+        r.qemu = Some(migsight_proto::wire::QemuInfo::describe(
+            "7.2.22".into(),
+            Some("tcg".into()),
+            "qmp".into(),
+            |_| None,
+        ));
+        let p = m.predict(&r).unwrap();
+        let notes = p.out_of_domain.join("\n");
+        assert!(p
+            .algorithms
+            .iter()
+            .any(|a| a.algorithm == Algorithm::Xbzrle));
+        assert!(
+            notes.contains(
+                "xbzrle: no training rows on QEMU 7.2; its figures come from QEMU 10.0 (45 rows)"
+            ),
+            "{notes}"
+        );
+        assert!(!notes.contains("precopy:"), "{notes}");
+        assert!(
+            !notes.contains("no training rows on this platform"),
+            "{notes}"
+        );
     }
 
     #[test]
