@@ -139,5 +139,5 @@ fn fuzz_the_daemons_request_handler() {
         Mutations::of(seeds),
         |(seed, ops)| check(mutated(&seed, &ops)),
     );
-    assert_eq!(wire::PROTOCOL_VERSION, 3);
+    assert_eq!(wire::PROTOCOL_VERSION, 4);
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Version of the message set below. Bump on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// QEMU's default downtime limit, used when a request does not give one.
 pub const DEFAULT_DOWNTIME_LIMIT_MS: f64 = 300.0;
