@@ -25,25 +25,23 @@
 //! skip. The daemons and their guests are stopped by PID when the test
 //! ends, passes or fails.
 
+mod support;
+
 use migsight_agent::ops_page::OpsPage;
 use migsight_libvirt::{DomainFacts, JobStats, Virsh};
 use migsight_proto::{Algorithm, Metric};
 use migsight_qemu::image::{self as guest, GuestImage};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{repo, Daemon, BIN};
 
-const BIN: &str = env!("CARGO_BIN_EXE_migsight");
 const DOMAIN: &str = "migsight-e2e-lv";
 const BANDWIDTH: &str = "100MB/s";
 const WINDOW: &str = "3s";
 /// The demo's small synthetic workload (`lab/workload/README.md`).
 const WORKLOAD: &str = "console=ttyS0 panic=-1 quiet mitigations=off MODE=synthetic WS_MB=16 RATE=500 BYTES=512 ENTROPY=4 COLD_MB=32 COLD_ENTROPY=6 SEED=1";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
@@ -96,54 +94,6 @@ impl Drop for Pair {
             .args(["stop", &s(&self.base)])
             .stdin(Stdio::null())
             .status();
-    }
-}
-
-/// A daemon child process, killed and reaped on drop.
-struct Daemon {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(name: &'static str, args: &[&str], socket: &Path, dir: &Path) -> Daemon {
-        let log = dir.join(format!("{name}.log"));
-        let f = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BIN)
-            .args(args)
-            .env("MIGSIGHT_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .unwrap();
-        let mut d = Daemon { name, child, log };
-        let t0 = Instant::now();
-        while !socket.exists() {
-            if let Ok(Some(st)) = d.child.try_wait() {
-                panic!("migsight {name} exited ({st}): {}", d.log_text());
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "{name} did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- migsight {} log ----\n{}", self.name, self.log_text());
-        }
     }
 }
 
@@ -428,22 +378,18 @@ fn plan_and_migrate_a_libvirt_guest_between_two_real_libvirt_daemons() {
     assert!(ok, "train: {err}");
     let psock = dir.join("predictor.sock");
     let asock = dir.join("agent.sock");
-    let _predictor = Daemon::start(
-        "predictor",
-        &["predictor", "--model", &s(&model), "--socket", &s(&psock)],
-        &psock,
-        &dir,
-    );
+    let _predictor = Daemon::predictor(&dir, &model, &[]);
+    // Not `Daemon::agent`: this agent runs QEMU's dirty-rate cross-check
+    // (through libvirt), which the other tests turn off.
     let _agent = Daemon::start(
         "agent",
         &[
-            "agent",
-            "--socket",
-            &s(&asock),
-            "--predictor",
-            &s(&psock),
-            "--libvirt-uri",
-            &pair.a,
+            "--socket".into(),
+            s(&asock),
+            "--predictor".into(),
+            s(&psock),
+            "--libvirt-uri".into(),
+            pair.a.clone(),
         ],
         &asock,
         &dir,

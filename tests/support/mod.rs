@@ -1,4 +1,4 @@
-//! Helpers of the tests that run the built binary (`e2e.rs`, `lockout.rs`,
+//! Helpers of the tests that run the built binary (`e2e.rs`, `e2e_libvirt.rs`,
 //! `faults.rs`, `appenders.rs`): real daemon processes, killed and reaped on
 //! drop, their memory read from `/proc`.
 #![allow(dead_code)]
